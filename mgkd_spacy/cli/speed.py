@@ -1,0 +1,72 @@
+"""``mgkd speed``: words/s, parameter counts and disk size of several pipelines on the same text, in one run."""
+import json
+import time
+from pathlib import Path
+from typing import List, Tuple
+
+import spacy
+import torch
+import typer
+from spacy.language import Language
+from wasabi import msg
+
+from ..readers import read_docs
+
+
+def count_params(nlp: Language) -> Tuple[int, int]:
+    """(trainable, total) parameters of every component's model; frozen embedding tables are not trainable."""
+    trainable = total = 0
+    for _, pipe in nlp.pipeline:
+        model = getattr(pipe, "model", None)
+        if model is None:
+            continue
+        for node in model.walk():
+            for name in node.param_names:
+                if node.has_param(name):
+                    size = int(node.get_param(name).size)
+                    total += size
+                    trainable += 0 if node.name == "teacher_embed" else size
+            for shim in node.shims:
+                torch_model = getattr(shim, "_model", None)
+                if isinstance(torch_model, torch.nn.Module):
+                    for p in torch_model.parameters():
+                        total += p.numel()
+                        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def disk_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def speed_cli(
+    models: List[Path] = typer.Argument(..., help="Pipeline directories to compare", exists=True),
+    data: Path = typer.Option(..., "--data", exists=True, help=".spacy corpus whose text is tagged"),
+    output: Path = typer.Option(Path("metrics/speed.json"), help="JSON file with the results"),
+    n_words: int = typer.Option(20000, help="Tag roughly this many words", min=1),
+    batch_size: int = typer.Option(64, help="nlp.pipe batch size", min=1),
+    threads: int = typer.Option(2, help="torch CPU threads", min=1),
+) -> None:
+    """Tag the same text with each pipeline (warm-up pass first) and record words/s and sizes."""
+    torch.set_num_threads(threads)
+    texts, words = [], 0
+    for doc in read_docs([data], spacy.blank("xx")):
+        if words >= n_words:
+            break
+        texts.append(doc.text)
+        words += len(doc)
+    results = []
+    for path in models:
+        nlp = spacy.load(path)
+        list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
+        started = time.perf_counter()
+        n_tokens = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
+        seconds = time.perf_counter() - started
+        trainable, total = count_params(nlp)
+        results.append({"model": str(path), "words_per_second": n_tokens / seconds, "words": n_tokens,
+                        "trainable_params": trainable, "total_params": total, "disk_bytes": disk_size(path),
+                        "batch_size": batch_size, "threads": threads})
+        msg.info(f"{path}: {n_tokens / seconds:,.0f} words/s, {trainable:,} trainable / {total:,} params")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    msg.good(f"Wrote {output}")
