@@ -14,7 +14,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 
 from .. import losses as L
 from ..crf import PAD, check_scheme, entity_log_probs, kbest_viterbi, tags_for_labels, viterbi
-from ..layers import LOSS_TERMS, CRFBatch
+from ..layers import LOSS_TERMS, CRFBatch, get_constraints
 from ..surrogates import Surrogate, align_to_student, get_surrogate
 from ..tagging import MISSING, biluo_to_scheme, tags_to_spans
 
@@ -452,6 +452,7 @@ def _student_surrogate(pipe: DistilledNER, eg: Example, i: int, wanted: Dict[str
             "the predicted doc; read annotated corpora with 'mgkd.PooledCorpus.v1' (or gold_preproc) so tokens match."
         )
     surrogate = align_to_student(surrogate, pipe.tags, doc_index=i)
+    _check_allowed(pipe, surrogate, i)
     for term, field in (("token_em", "emission_log_probs"), ("token_pos", "marginals")):
         if term in wanted and getattr(surrogate, field) is None:
             raise ValueError(
@@ -462,3 +463,18 @@ def _student_surrogate(pipe: DistilledNER, eg: Example, i: int, wanted: Dict[str
     if k and len(surrogate.log_probs) > k:
         surrogate = replace(surrogate, sequences=surrogate.sequences[:k], log_probs=surrogate.log_probs[:k])
     return surrogate
+
+
+def _check_allowed(pipe: DistilledNER, surrogate: Surrogate, i: int) -> None:
+    """Raise if a teacher sequence makes a move the student's scheme forbids (it would have probability 0)."""
+    seqs = surrogate.sequences
+    if not seqs.shape[1]:
+        return
+    constraints = get_constraints(pipe.model.get_ref("crf"))
+    transitions, start, end = (m.cpu().numpy() for m in (constraints.transitions, constraints.start, constraints.end))
+    ok = start[seqs[:, 0]].all() and end[seqs[:, -1]].all() and transitions[seqs[:, :-1], seqs[:, 1:]].all()
+    if not ok:
+        raise ValueError(
+            f"[{pipe.name}] example {i}: a teacher sequence breaks the {pipe.cfg['scheme']} constraints the student "
+            "decodes with; annotate with a teacher that uses the same scheme and constraints."
+        )

@@ -98,3 +98,18 @@ def test_teacher_k_truncates_and_keeps_residual(teacher):
     optimizer = student.initialize(get_examples=lambda: examples)
     result = student.update(examples, sgd=optimizer, losses={})
     assert numpy.isfinite(result["distilled_ner_kbest"])
+
+
+def test_teacher_sequences_breaking_constraints_are_rejected(teacher):
+    student = make_nlp(losses={"kbest": 1.0})
+    examples = unlabeled_examples(student, teacher)
+    student.initialize(get_examples=lambda: examples)
+    data = examples[0].reference._.mgkd_surrogate
+    surrogate = get_surrogate(examples[0].reference)
+    surrogate.sequences[0, 0] = surrogate.tags.index("L-LOC")  # a sentence cannot start inside an entity
+    from mgkd_spacy.surrogates import set_surrogate
+
+    set_surrogate(examples[0].reference, surrogate)
+    assert data is not examples[0].reference._.mgkd_surrogate
+    with pytest.raises(ValueError, match="example 0: a teacher sequence breaks the BILUO constraints"):
+        student.update(examples)
