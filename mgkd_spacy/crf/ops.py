@@ -193,13 +193,49 @@ def nll(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, 
     )
 
 
+def _triangle(n_pred: int, k: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """(predecessor slot j, rank r) pairs with j + r < k, as two (M,) index tensors."""
+    slots, ranks = zip(*((j, r) for j in range(n_pred) for r in range(k) if j + r < k))
+    return torch.tensor(slots, device=device), torch.tensor(ranks, device=device)
+
+
+def _kbest_step(score: Tensor, transitions: Tensor, k: int, triangle: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+    """One k-best Viterbi step: the K best extensions into each tag and their back-pointers (tag * K + rank).
+
+    score (Tensor): (B, L, K) best prefix scores per (tag, rank), sorted by rank. Returns (B, L, K) twice.
+    Only predecessors whose best prefix (rank 0) is among the K best "heads" can contribute, and the one in
+    head position j at most its K - j best ranks (each candidate needs fewer than K better ones), so the search
+    runs over that triangle of M <= K(K+1)/2 candidates instead of all L x K.
+    """
+    n_batch, n_tags, _ = score.shape
+    # shape: (B, L_prev, L)
+    heads = score[:, :, 0, None] + transitions[None]
+    if k == 1:
+        best, prev = heads.max(dim=1)
+        return best[:, :, None], prev[:, :, None]
+    slots, ranks = triangle
+    n_pred = int(slots.max()) + 1
+    # shape: (B, J, L) the J = min(L, K) predecessors with the best heads, per current tag
+    _, pred = heads.topk(n_pred, dim=1)
+    # shape: (B, L, J)
+    pred = pred.transpose(1, 2)
+    # shape: (B, L, J, K) their ranked prefix scores plus the transition into the current tag
+    lists = score.gather(1, pred.reshape(n_batch, -1, 1).expand(-1, -1, k)).view(n_batch, n_tags, n_pred, k)
+    moves = transitions[pred, torch.arange(n_tags, device=score.device)[None, :, None]]
+    # shape: (B, L, M)
+    candidates = (lists + moves[..., None])[:, :, slots, ranks]
+    top, index = candidates.topk(k, dim=2)
+    pointer = pred.gather(2, slots[index]) * k + ranks[index]
+    return top, pointer
+
+
 def _kbest_search(
     emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor, k: int
 ) -> Tuple[Tensor, Tensor]:
     """Batched k-best Viterbi: (B, K) scores (best first, -inf = no such sequence) and (B, K, T) tags.
 
-    Each (tag, rank) cell keeps the K best prefixes ending there; candidates are the K x L predecessors, so every
-    finite path is distinct. Sentences that have ended keep their state through identity back-pointers.
+    Each (tag, rank) cell keeps the K best prefixes ending there; candidates are distinct (predecessor, rank) cells,
+    so every finite path is distinct. Sentences that have ended keep their state through identity back-pointers.
     """
     n_batch, n_tokens, n_tags = emissions.shape
     device = emissions.device
@@ -213,14 +249,13 @@ def _kbest_search(
     # shape: (B, L, K), flat index (tag * K + rank) of each cell itself
     identity = torch.arange(n_tags * k, device=device).view(1, n_tags, k).expand(n_batch, n_tags, k)
     pointers = []
+    triangle = _triangle(min(n_tags, k), k, device)
     for t in range(1, n_tokens):
-        # shape: (B, L_prev * K, L)
-        candidates = (score[:, :, :, None] + transitions[None, :, None, :]).reshape(n_batch, n_tags * k, n_tags)
-        top, index = candidates.topk(k, dim=1)
+        top, pointer = _kbest_step(score, transitions, k, triangle)
         active = (t < lengths)[:, None, None]
         # shape: (B, L, K)
-        score = torch.where(active, top.transpose(1, 2) + emissions[:, t, :, None], score)
-        pointers.append(torch.where(active, index.transpose(1, 2), identity))
+        score = torch.where(active, top + emissions[:, t, :, None], score)
+        pointers.append(torch.where(active, pointer, identity))
     # shape: (B, K)
     best, cell = (score + end[None, :, None]).reshape(n_batch, n_tags * k).topk(k, dim=1)
     tags = [cell // k]
