@@ -3,7 +3,7 @@ import typer
 
 from .annotate import annotate_cli
 from .assets import fetch_cli
-from .corpus import sample_cli, text_cli
+from .corpus import sample_cli, sentences_cli, text_cli
 from .evaluate import evaluate_cli
 from .report import report_cli
 from .speed import speed_cli
@@ -12,6 +12,7 @@ app = typer.Typer(help="Multi-grained knowledge distillation for spaCy NER", no_
 app.command("fetch")(fetch_cli)
 app.command("sample")(sample_cli)
 app.command("text")(text_cli)
+app.command("sentences")(sentences_cli)
 app.command("annotate")(annotate_cli)
 app.command("evaluate")(evaluate_cli)
 app.command("speed")(speed_cli)

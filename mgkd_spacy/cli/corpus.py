@@ -67,3 +67,23 @@ def text_cli(
     DocBin(docs=docs).to_disk(output)
     msg.good(f"Wrote {len(docs)} docs ({sum(len(d) for d in docs)} tokens) to {output}; " +
              ", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+def sentences_cli(
+    input_path: Path = typer.Argument(..., exists=True, help=".spacy file whose docs have sentence boundaries"),
+    output: Path = typer.Argument(..., help="Output .spacy file, one doc per sentence"),
+    expect: str = typer.Option("", help="Expected 'sentences,tokens,entities' (e.g. from the data README); fail if different"),
+) -> None:
+    """Split documents into one doc per sentence (entities kept), dropping '-DOCSTART-' marker sentences."""
+    nlp = spacy.blank("xx")
+    docs = []
+    for doc in read_docs([input_path], nlp):
+        sents = doc.sents if doc.has_annotation("SENT_START") else [doc[:]]
+        docs.extend(s.as_doc() for s in sents if [t.text for t in s] != ["-DOCSTART-"])
+    counts = (len(docs), sum(len(d) for d in docs), sum(len(d.ents) for d in docs))
+    if expect and tuple(int(x.replace("_", "")) for x in expect.split(",")) != counts:
+        msg.fail(f"{input_path}: got sentences, tokens, entities = {counts}, expected {expect}; the input is not the "
+                 "documented file (check the asset's checksum).", exits=1)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    DocBin(docs=docs).to_disk(output)
+    msg.good(f"Wrote {counts[0]} sentences, {counts[1]} tokens, {counts[2]} entities to {output}")
