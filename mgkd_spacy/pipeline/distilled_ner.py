@@ -451,7 +451,7 @@ def _student_surrogate(pipe: DistilledNER, eg: Example, i: int, wanted: Dict[str
             f"[{pipe.name}] example {i}: the teacher surrogate is stored on a reference doc whose tokens differ from "
             "the predicted doc; read annotated corpora with 'mgkd.PooledCorpus.v1' (or gold_preproc) so tokens match."
         )
-    surrogate = align_to_student(surrogate, pipe.tags, doc_index=i)
+    surrogate = align_to_student(surrogate, pipe.tags, doc_index=i, student_scheme=pipe.cfg["scheme"])
     _check_allowed(pipe, surrogate, i)
     for term, field in (("token_em", "emission_log_probs"), ("token_pos", "marginals")):
         if term in wanted and getattr(surrogate, field) is None:
