@@ -78,7 +78,7 @@ def test_mismatched_teacher_tags_name_the_doc(teacher):
     student = make_nlp(scheme="BIO", losses={"kbest": 1.0})
     examples = unlabeled_examples(student, teacher)
     student.initialize(get_examples=lambda: make_examples(student))
-    with pytest.raises(ValueError, match="doc 0: the teacher's tags differ"):
+    with pytest.raises(ValueError, match="doc 0: the teacher tags with BILUO but the student with BIO"):
         student.update(examples)
 
 
