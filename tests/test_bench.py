@@ -1,4 +1,4 @@
-"""The CRF benchmark runs, its loop baseline is exact, and it writes its table."""
+"""The CRF benchmark runs, its per-sentence loop baseline is exact, and it writes its table."""
 import torch
 
 from mgkd_spacy.bench import loop_kbest, run_crf, write_markdown
@@ -6,20 +6,27 @@ from mgkd_spacy.crf import build_constraints, constrain, kbest_viterbi, tags_for
 
 
 def test_loop_baseline_matches_batched_kbest():
-    tags = tags_for_labels(["A", "B"], "BIO")
+    tags = tags_for_labels(["A", "B"], "BILUO")
     g = torch.Generator().manual_seed(0)
-    potentials = constrain(torch.randn(5, 5, generator=g), torch.randn(5, generator=g), torch.randn(5, generator=g),
-                           build_constraints(tags, "BIO"))
-    emissions = torch.randn(1, 6, 5, generator=g, dtype=torch.float32)
-    found = kbest_viterbi(emissions, torch.tensor([6]), *potentials, 7)
-    loop = loop_kbest(emissions[0], *potentials, 7)
-    assert [round(s, 4) for s, _ in loop] == [round(float(s), 4) for s in found.scores[0]]
-    assert [p for _, p in loop][0] == found.tags[0, 0].tolist()
+    potentials = constrain(torch.randn(9, 9, generator=g, dtype=torch.float64), torch.randn(9, generator=g, dtype=torch.float64),
+                           torch.randn(9, generator=g, dtype=torch.float64), build_constraints(tags, "BILUO"))
+    emissions = torch.randn(3, 6, 9, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 1])
+    found = kbest_viterbi(emissions, lengths, *potentials, 40)
+    for b, n in enumerate(lengths.tolist()):
+        loop = loop_kbest(emissions[b, :n], *potentials, 40)
+        n_valid = int(found.valid[b].sum())
+        assert len(loop) == n_valid  # 40 > allowed sequences for n <= 2
+        assert torch.allclose(torch.tensor([s for s, _ in loop], dtype=torch.float64), found.scores[b, :n_valid], atol=1e-9)
+        assert [p for _, p in loop] == found.tags[b, :n_valid, :n].tolist()
+    assert loop_kbest(emissions[0, :0], *potentials, 3) == [(0.0, [])]
 
 
 def test_benchmark_writes_table(tmp_path):
     rows = run_crf(batch=4, lengths=[8], n_tags_list=[9], ks=[1, 3], loop_sentences=2, repeats=1)
     out = tmp_path / "crf.md"
-    write_markdown(rows, [1, 3], 4, 2, "cmd", out)
+    write_markdown(rows, [1, 3], 4, 2, "python -m mgkd_spacy.bench crf", out)
     text = out.read_text()
-    assert "| 9 | 8 |" in text and "k=3 / viterbi time" in text
+    assert "Command: `python -m mgkd_spacy.bench crf`" in text and "2 CPU cores, no GPU" in text
+    assert "| T | length | log Z | viterbi | k=1 | k=3 | loop k=3 | k=3 / viterbi time | k=3 speedup vs loop |" in text
+    assert "| 9 | 8 |" in text and "set_num_threads" in text

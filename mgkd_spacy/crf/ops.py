@@ -95,11 +95,19 @@ def _logsumexp(x: Tensor, dim: int) -> Tensor:
     return torch.where(positive, top.squeeze(dim) + torch.log(safe), torch.full_like(total, NEG_INF))
 
 
+def _zero_padding(emissions: Tensor, lengths: Tensor) -> Tensor:
+    """Emissions with padded rows (t >= lengths[b]) set to 0, so garbage there (NaN, inf) reaches no value or gradient."""
+    # shape: (B, T, 1)
+    real = (torch.arange(emissions.shape[1], device=emissions.device)[None, :] < lengths[:, None])[:, :, None]
+    return torch.where(real, emissions, torch.zeros((), dtype=emissions.dtype, device=emissions.device))
+
+
 def forward_scores(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor) -> Tensor:
     """Forward algorithm: (B, T, L) log-sums of all prefixes ending in each tag, emission included.
 
     Rows at t >= lengths[b] repeat the row at lengths[b] - 1.
     """
+    emissions = _zero_padding(emissions, lengths)
     n_tokens = emissions.shape[1]
     # shape: (B, L)
     alpha = start[None, :] + emissions[:, 0]
@@ -117,6 +125,7 @@ def backward_scores(emissions: Tensor, lengths: Tensor, transitions: Tensor, end
 
     Rows at t >= lengths[b] - 1 equal ``end``.
     """
+    emissions = _zero_padding(emissions, lengths)
     n_batch, n_tokens, n_tags = emissions.shape
     # shape: (B, L)
     last = end[None, :].expand(n_batch, n_tags)
@@ -188,9 +197,10 @@ def nll(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, 
     """Negative log-likelihood -log P(y | x) per sentence, (B,); +inf for forbidden sequences."""
     lengths = check_inputs(emissions, lengths, transitions, start, end)
     tags = _check_tags(tags, emissions, lengths)
-    return _log_partition(emissions, lengths, transitions, start, end) - _sequence_score(
-        emissions, lengths, transitions, start, end, tags
-    )
+    score = _sequence_score(emissions, lengths, transitions, start, end, tags)
+    log_z = _log_partition(emissions, lengths, transitions, start, end)
+    # A forbidden sequence has NLL +inf even in a sentence with no allowed sequence (log Z = -inf), not NaN.
+    return torch.where(score > NEG_INF, log_z - score, torch.full_like(score, float("inf")))
 
 
 def _triangle(n_pred: int, k: int, device: torch.device) -> Tuple[Tensor, Tensor]:
@@ -199,34 +209,33 @@ def _triangle(n_pred: int, k: int, device: torch.device) -> Tuple[Tensor, Tensor
     return torch.tensor(slots, device=device), torch.tensor(ranks, device=device)
 
 
-def _kbest_step(score: Tensor, transitions: Tensor, k: int, triangle: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
+def _kbest_step(score: Tensor, into: Tensor, k: int, triangle: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
     """One k-best Viterbi step: the K best extensions into each tag and their back-pointers (tag * K + rank).
 
-    score (Tensor): (B, L, K) best prefix scores per (tag, rank), sorted by rank. Returns (B, L, K) twice.
-    Only predecessors whose best prefix (rank 0) is among the K best "heads" can contribute, and the one in
-    head position j at most its K - j best ranks (each candidate needs fewer than K better ones), so the search
-    runs over that triangle of M <= K(K+1)/2 candidates instead of all L x K.
+    score (Tensor): (B, L, K) best prefix scores per (tag, rank), sorted by rank.
+    into (Tensor): (L, L) transposed transitions, ``into[j, i]`` scores tag j right after tag i.
+    Returns (B, L, K) scores and back-pointers. Only predecessors whose best prefix (rank 0) is among the K best
+    "heads" can contribute, and the one in head position j at most its K - j best ranks (each candidate needs fewer
+    than K better ones), so the search runs over that triangle of M <= K(K+1)/2 candidates instead of all L x K.
     """
     n_batch, n_tags, _ = score.shape
-    # shape: (B, L_prev, L)
-    heads = score[:, :, 0, None] + transitions[None]
+    # shape: (B, L, L_prev)
+    heads = score[:, None, :, 0] + into[None]
     if k == 1:
-        best, prev = heads.max(dim=1)
+        best, prev = heads.max(dim=2)
         return best[:, :, None], prev[:, :, None]
     slots, ranks = triangle
-    n_pred = int(slots.max()) + 1
-    # shape: (B, J, L) the J = min(L, K) predecessors with the best heads, per current tag
-    _, pred = heads.topk(n_pred, dim=1)
-    # shape: (B, L, J)
-    pred = pred.transpose(1, 2)
-    # shape: (B, L, J, K) their ranked prefix scores plus the transition into the current tag
-    lists = score.gather(1, pred.reshape(n_batch, -1, 1).expand(-1, -1, k)).view(n_batch, n_tags, n_pred, k)
-    moves = transitions[pred, torch.arange(n_tags, device=score.device)[None, :, None]]
-    # shape: (B, L, M)
-    candidates = (lists + moves[..., None])[:, :, slots, ranks]
+    # shape: (B, L, J) the J = min(L, K) predecessors with the best heads, best first, per current tag
+    _, pred = heads.topk(int(slots.max()) + 1, dim=2)
+    # shape: (B, L, M) predecessor tag and flat cell (tag * K + rank) of each triangle candidate
+    pred = pred[:, :, slots]
+    cells = pred * k + ranks
+    # shape: (B, L, M) ranked prefix score plus the transition into the current tag
+    candidates = score.reshape(n_batch, 1, n_tags * k).expand(n_batch, n_tags, n_tags * k).gather(2, cells)
+    candidates = candidates + into.expand(n_batch, n_tags, n_tags).gather(2, pred)
+    # shape: (B, L, K)
     top, index = candidates.topk(k, dim=2)
-    pointer = pred.gather(2, slots[index]) * k + ranks[index]
-    return top, pointer
+    return top, cells.gather(2, index)
 
 
 def _kbest_search(
@@ -250,8 +259,10 @@ def _kbest_search(
     identity = torch.arange(n_tags * k, device=device).view(1, n_tags, k).expand(n_batch, n_tags, k)
     pointers = []
     triangle = _triangle(min(n_tags, k), k, device)
+    # shape: (L, L), contiguous so each step reads the scores into one tag from one row
+    into = transitions.t().contiguous()
     for t in range(1, n_tokens):
-        top, pointer = _kbest_step(score, transitions, k, triangle)
+        top, pointer = _kbest_step(score, into, k, triangle)
         active = (t < lengths)[:, None, None]
         # shape: (B, L, K)
         score = torch.where(active, top + emissions[:, t, :, None], score)
