@@ -5,7 +5,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 from thinc.api import Model, torch2xp, xp2torch
-from thinc.types import Floats1d, Floats2d
+from thinc.types import Floats2d
 from spacy.util import registry
 
 from .crf import Constraints, build_constraints, constrain

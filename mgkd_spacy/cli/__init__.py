@@ -2,17 +2,17 @@
 import typer
 
 from .annotate import annotate_cli
-from .assets import fetch_cli
-from .corpus import sample_cli, sentences_cli, text_cli
+from .convert import app as convert_app
+from .corpus import sample_cli
 from .evaluate import evaluate_cli
+from .fetch import fetch_cli
 from .report import report_cli
 from .speed import speed_cli
 
 app = typer.Typer(help="Multi-grained knowledge distillation for spaCy NER", no_args_is_help=True)
 app.command("fetch")(fetch_cli)
+app.add_typer(convert_app, name="convert")
 app.command("sample")(sample_cli)
-app.command("text")(text_cli)
-app.command("sentences")(sentences_cli)
 app.command("annotate")(annotate_cli)
 app.command("evaluate")(evaluate_cli)
 app.command("speed")(speed_cli)

@@ -6,7 +6,6 @@ from spacy.lang.en import English
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from mgkd_spacy.pipeline.distilled_ner import DistilledNER
 
 TRAIN_DATA = [
     ("I like London and Berlin .", [(7, 13, "LOC"), (18, 24, "LOC")]),
