@@ -15,8 +15,11 @@ MIRROR = ROOT.parent / "shared" / "data"
 @pytest.mark.slow
 @pytest.mark.skipif(not MIRROR.exists(), reason="data mirror ../shared/data not present")
 def test_smoke_workflow(tmp_path):
-    for name in ("project.yml", "configs"):
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, tmp_path / name)
+    for name in ("project.yml", "configs", "scripts", "mgkd_spacy"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, tmp_path / name)
     env = {**os.environ, "MGKD_DATA_MIRROR": str(MIRROR), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([sys.executable, "-m", "spacy", "project", "run", "smoke", str(tmp_path)], check=True, env=env)
