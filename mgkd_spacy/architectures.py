@@ -1,6 +1,10 @@
 """Registered architectures: the CRF tagger (tok2vec -> emissions -> CRF) and the student's BiLSTM encoder."""
+import io
 from typing import List, Optional
 
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import Linear, Model, PyTorchLSTM, chain, with_array, with_padded
@@ -34,7 +38,28 @@ def build_bilstm_encoder(input_width: int, width: int = 600, depth: int = 1, dro
     spaCy's encoder requires input width == output width; this one reads ``input_width``-wide vectors (e.g. 384 for
     MiniLM word-piece embeddings) and writes ``width`` = 2 x hidden size (600 = the paper's 300 per direction).
     depth (int): stacked layers. dropout (float): between layers (only applies when depth > 1).
+    The LSTM weights are saved as safetensors, so loading a pipeline never unpickles.
     """
     if width % 2:
         raise ValueError(f"BiLSTM width must be even (two directions); got {width}.")
-    return with_padded(PyTorchLSTM(width, input_width, bi=True, depth=depth, dropout=dropout))
+    encoder = with_padded(PyTorchLSTM(width, input_width, bi=True, depth=depth, dropout=dropout))
+    for node in encoder.walk():
+        for shim in node.shims:
+            shim._serialize_model = save_weights
+            shim._deserialize_model = load_weights
+    return encoder
+
+
+def save_weights(module: torch.nn.Module) -> bytes:
+    """A torch module's parameters as safetensors bytes (no pickle), for thinc's PyTorchShim."""
+    return save_tensors({name: value.contiguous() for name, value in module.state_dict().items()})
+
+
+def load_weights(module: torch.nn.Module, state: bytes, device: torch.device) -> torch.nn.Module:
+    """Inverse of ``save_weights``; older torch-format states are read with ``weights_only=True`` (no code runs)."""
+    if state[:2] == b"PK":
+        weights = torch.load(io.BytesIO(state), map_location=device, weights_only=True)
+    else:
+        weights = load_tensors(state)
+    module.load_state_dict(weights)
+    return module.to(device)
