@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import spacy
 from spacy.lang.en import English
 from spacy.tokens import DocBin
 from spacy.training import Example
@@ -38,3 +39,30 @@ def test_spacy_train_and_evaluate(tmp_path):
     )
     scores = json.loads(metrics.read_text())
     assert scores["ents_f"] > 0.5 and "LOC" in scores["ents_per_type"]
+
+
+def test_default_config_works_on_a_blank_pipeline():
+    nlp = English()
+    nlp.add_pipe("distilled_ner")
+    examples = [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in TRAIN_DATA]
+    optimizer = nlp.initialize(get_examples=lambda: examples)
+    nlp.update(examples, sgd=optimizer)
+    doc = nlp("Bob lives in New York City .")
+    assert len(doc.spans["mgkd_ents"]) == len(doc.ents)
+
+
+def test_spacy_package_builds_the_pipeline_directory(tmp_path):
+    nlp = English()
+    nlp.add_pipe("distilled_ner")
+    examples = [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in TRAIN_DATA]
+    nlp.initialize(get_examples=lambda: examples)
+    nlp.to_disk(tmp_path / "model")
+    (tmp_path / "pkg").mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "spacy", "package", str(tmp_path / "model"), str(tmp_path / "pkg"), "--name", "mgkd_test",
+         "--version", "0.0.1", "--build", "none", "--force"],
+        check=True,
+    )
+    package_dir = tmp_path / "pkg" / "en_mgkd_test-0.0.1" / "en_mgkd_test" / "en_mgkd_test-0.0.1"
+    reloaded = spacy.load(package_dir)
+    assert "distilled_ner" in reloaded.pipe_names
