@@ -25,7 +25,7 @@ def teacher_surrogates(nlp: Language, docs: List[Doc], k: int, with_token_target
     """
     ner = teacher_component(nlp)
     copies = [Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc]) for doc in docs]
-    for name, pipe in nlp.pipeline:
+    for _, pipe in nlp.pipeline:
         if pipe is ner:
             break
         copies = list(pipe.pipe(copies)) if hasattr(pipe, "pipe") else [pipe(doc) for doc in copies]

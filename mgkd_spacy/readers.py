@@ -1,7 +1,7 @@
 """``mgkd.PooledCorpus.v1``: labeled docs pooled with teacher-annotated unlabeled docs, tokens kept as stored."""
 import random
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc, DocBin
@@ -35,7 +35,7 @@ def _example(reference: Doc) -> Example:
 
 @registry.readers("mgkd.PooledCorpus.v1")
 def create_pooled_corpus(
-    path: str, extra: List[str] = [], extra_limit: int = 0, max_length: int = 0, seed: int = 0
+    path: str, extra: Optional[List[str]] = None, extra_limit: int = 0, max_length: int = 0, seed: int = 0
 ) -> Callable[[Language], Iterator[Example]]:
     """Read ``path`` (labeled, possibly annotated by a teacher) plus ``extra`` corpora (teacher-annotated
     unlabeled text, for data augmentation) as Examples that keep the stored tokenization.
@@ -50,7 +50,7 @@ def create_pooled_corpus(
         raise ValueError("extra_limit and max_length must be >= 0.")
 
     def read(nlp: Language) -> Iterator[Example]:
-        extras: Iterable[Doc] = read_docs(extra, nlp)
+        extras: Iterable[Doc] = read_docs(extra or [], nlp)
         if extra_limit:
             pool = list(extras)
             random.Random(seed).shuffle(pool)

@@ -62,16 +62,3 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> List[Span]:
     if start >= 0:
         spans.append((start, len(tags), label))
     return spans
-
-
-def spans_to_tags(spans: Sequence[Span], n_tokens: int, scheme: str) -> List[str]:
-    """Tags of non-overlapping entity spans in ``scheme`` (inverse of ``tags_to_spans``)."""
-    biluo = [OUTSIDE] * n_tokens
-    for start, end, label in sorted(spans):
-        if end - start == 1:
-            biluo[start] = f"U-{label}"
-        else:
-            biluo[start] = f"B-{label}"
-            biluo[start + 1 : end - 1] = [f"I-{label}"] * (end - start - 2)
-            biluo[end - 1] = f"L-{label}"
-    return biluo_to_scheme(biluo, scheme)
