@@ -1,14 +1,15 @@
 """Registered architectures: the CRF tagger (tok2vec -> emissions -> CRF) and the student's BiLSTM encoder."""
 import io
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Linear, Model, PyTorchLSTM, chain, with_array, with_padded
-from thinc.types import Floats2d
+from thinc.api import ArgsKwargs, Linear, Model, PyTorchLSTM, PyTorchRNNWrapper, chain, torch2xp, with_array, with_padded, xp2torch
+from thinc.types import Floats2d, Padded
 
 from .layers import CRF, CRFBatch
 
@@ -31,23 +32,87 @@ def build_crf_tagger(tok2vec: Model[List[Doc], List[Floats2d]], nO: Optional[int
     return model
 
 
-@registry.architectures("mgkd.BiLSTMEncoder.v1")
+@registry.architectures("mgkd.BiLSTMEncoder.v2")
 def build_bilstm_encoder(input_width: int, width: int = 600, depth: int = 1, dropout: float = 0.0) -> Model[List[Floats2d], List[Floats2d]]:
-    """Bidirectional LSTM over each doc's token vectors (thinc's PyTorchLSTM, as ``spacy.TorchBiLSTMEncoder.v1``).
+    """Bidirectional LSTM over each doc's token vectors, run on packed sequences.
 
-    spaCy's encoder requires input width == output width; this one reads ``input_width``-wide vectors (e.g. 384 for
-    MiniLM word-piece embeddings) and writes ``width`` = 2 x hidden size (600 = the paper's 300 per direction).
+    input_width (int): width of the token vectors read (e.g. 416 = 384 MiniLM word-piece dims + 32 shape dims).
+    width (int): output width = 2 x hidden size (600 = the paper's 300 per direction).
     depth (int): stacked layers. dropout (float): between layers (only applies when depth > 1).
+    The batch is packed (``torch.nn.utils.rnn.pack_padded_sequence``), so the LSTM never reads padding: each doc's
+    vectors are exactly those it gets alone, whatever it is batched with, and no time is spent on padded steps.
     The LSTM weights are saved as safetensors, so loading a pipeline never unpickles.
     """
+    lstm = PyTorchRNNWrapper(
+        PackedBiLSTM(input_width, _hidden_size(width), depth, dropout), convert_inputs=_padded_to_torch
+    )
+    lstm.set_dim("nI", input_width)
+    lstm.set_dim("nO", width)
+    return _with_safetensors(_without_empty_batches(with_padded(lstm), width))
+
+
+@registry.architectures("mgkd.BiLSTMEncoder.v1")
+def build_padded_bilstm_encoder(input_width: int, width: int = 600, depth: int = 1, dropout: float = 0.0) -> Model[List[Floats2d], List[Floats2d]]:
+    """The first encoder: as v2, but the LSTM runs over the zero-padded batch (thinc's ``PyTorchLSTM``).
+
+    The backward direction of a doc shorter than the longest in its batch then reads padding first, so a doc's
+    vectors depend on its batch. Kept so that pipelines trained with v1 load and tag as they were trained; use v2.
+    """
+    _hidden_size(width)
+    return _with_safetensors(with_padded(PyTorchLSTM(width, input_width, bi=True, depth=depth, dropout=dropout)))
+
+
+def _hidden_size(width: int) -> int:
     if width % 2:
         raise ValueError(f"BiLSTM width must be even (two directions); got {width}.")
-    encoder = with_padded(PyTorchLSTM(width, input_width, bi=True, depth=depth, dropout=dropout))
+    return width // 2
+
+
+def _with_safetensors(encoder: Model) -> Model:
     for node in encoder.walk():
         for shim in node.shims:
             shim._serialize_model = save_weights
             shim._deserialize_model = load_weights
     return encoder
+
+
+def _without_empty_batches(layer: Model[List[Floats2d], List[Floats2d]], width: int) -> Model[List[Floats2d], List[Floats2d]]:
+    """``layer``, except that a batch with no tokens at all gets empty (0, width) outputs without running it."""
+
+    def forward(model: Model, Xs: List[Floats2d], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+        if sum(len(X) for X in Xs):
+            return layer(Xs, is_train)
+        return [model.ops.alloc2f(0, width) for _ in Xs], lambda dYs: [model.ops.alloc2f(*X.shape) for X in Xs]
+
+    return Model("bilstm", forward, layers=[layer], dims={"nO": width})
+
+
+class PackedBiLSTM(torch.nn.Module):
+    """``torch.nn.LSTM`` (bidirectional) over a padded (T, B, nI) batch sorted longest first, run packed."""
+
+    def __init__(self, input_width: int, hidden_size: int, depth: int, dropout: float):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(input_width, hidden_size, depth, bidirectional=True, dropout=dropout)
+
+    def forward(self, X: torch.Tensor, lengths: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        """(T, B, 2 * hidden) outputs, zero at padded steps and for empty docs (at the end of the batch)."""
+        n_steps, n_docs = X.shape[:2]
+        n_nonempty = int((lengths > 0).sum())
+        packed = pack_padded_sequence(X[:, :n_nonempty], lengths[:n_nonempty], enforce_sorted=True)
+        Y, _ = pad_packed_sequence(self.lstm(packed)[0], total_length=n_steps)
+        if n_nonempty < n_docs:
+            Y = torch.cat([Y, Y.new_zeros(n_steps, n_docs - n_nonempty, Y.shape[2])], dim=1)
+        return Y, None
+
+
+def _padded_to_torch(model: Model, Xp: Padded, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
+    """thinc Padded -> (data, lengths) for ``PackedBiLSTM``; the gradient comes back as Padded."""
+
+    def backprop(d_inputs: ArgsKwargs) -> Padded:
+        return Padded(torch2xp(d_inputs.args[0]), Xp.size_at_t, Xp.lengths, Xp.indices)
+
+    lengths = torch.as_tensor(Xp.lengths, dtype=torch.long, device="cpu")
+    return ArgsKwargs(args=(xp2torch(Xp.data, requires_grad=True), lengths), kwargs={}), backprop
 
 
 def save_weights(module: torch.nn.Module) -> bytes:

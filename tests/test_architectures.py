@@ -1,10 +1,11 @@
-"""The student's BiLSTM saves its weights as safetensors, not pickle, and reloads them exactly."""
+"""The student's BiLSTM: packed (batch-independent, exact gradients), saved as safetensors and reloaded exactly."""
 import numpy
+import pytest
 import srsly
 from safetensors.torch import load as load_tensors
 from thinc.api import Model
 
-from mgkd_spacy.architectures import build_bilstm_encoder, load_weights, save_weights
+from mgkd_spacy.architectures import build_bilstm_encoder, build_padded_bilstm_encoder, load_weights, save_weights
 
 
 def states(model: Model):
@@ -35,3 +36,66 @@ def test_torch_format_states_still_load_without_unpickling_code(tmp_path):
     torch.save(module.state_dict(), buffer)
     reloaded = load_weights(module, buffer.getvalue(), torch.device("cpu"))
     assert save_weights(reloaded) == save_weights(module)
+
+
+def _docs(rng, lengths, width):
+    return [rng.normal(size=(n, width)).astype("float32") for n in lengths]
+
+
+def test_packed_encoder_gives_each_doc_the_vectors_it_gets_alone():
+    rng = numpy.random.default_rng(1)
+    X = _docs(rng, (3, 0, 9, 1, 9, 4), 5)
+    encoder = build_bilstm_encoder(input_width=5, width=8)
+    encoder.initialize(X=X)
+    batched = encoder.predict(X)
+    assert [y.shape for y in batched] == [(n, 8) for n in (3, 0, 9, 1, 9, 4)]
+    for x, y in zip(X, batched):
+        assert numpy.allclose(encoder.predict([x])[0], y, atol=1e-6)
+
+
+def test_padded_v1_encoder_depends_on_the_batch_which_is_why_v2_packs():
+    rng = numpy.random.default_rng(1)
+    X = _docs(rng, (2, 9), 5)
+    encoder = build_padded_bilstm_encoder(input_width=5, width=8)
+    encoder.initialize(X=X)
+    assert not numpy.allclose(encoder.predict([X[0]])[0], encoder.predict(X)[0], atol=1e-4)
+
+
+def test_packed_encoder_gradient_matches_finite_differences():
+    rng = numpy.random.default_rng(2)
+    X = [x.astype("float64") for x in _docs(rng, (4, 2, 0), 3)]
+    encoder = build_bilstm_encoder(input_width=3, width=4)
+    encoder.initialize(X=[x.astype("float32") for x in X])
+    for node in encoder.walk():
+        for shim in node.shims:
+            shim._model.double()
+    weights = [rng.normal(size=(len(x), 4)) for x in X]
+
+    def objective(Xs):
+        return sum(float((y * w).sum()) for y, w in zip(encoder.predict(Xs), weights))
+
+    Y, backprop = encoder.begin_update(X)
+    dX = backprop(weights)
+    assert [d.shape for d in dX] == [x.shape for x in X]
+    eps = 1e-6
+    for doc, row, col in ((0, 0, 0), (0, 3, 2), (1, 1, 1)):
+        plus = [x.copy() for x in X]
+        minus = [x.copy() for x in X]
+        plus[doc][row, col] += eps
+        minus[doc][row, col] -= eps
+        assert dX[doc][row, col] == pytest.approx((objective(plus) - objective(minus)) / (2 * eps), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("lengths", [(), (0,), (0, 0)])
+def test_packed_encoder_handles_batches_without_tokens(lengths):
+    encoder = build_bilstm_encoder(input_width=5, width=8)
+    encoder.initialize(X=_docs(numpy.random.default_rng(0), (3,), 5))
+    X = _docs(numpy.random.default_rng(0), lengths, 5)
+    Y, backprop = encoder.begin_update(X)
+    assert [y.shape for y in Y] == [(0, 8)] * len(lengths)
+    assert [d.shape for d in backprop(Y)] == [(0, 5)] * len(lengths)
+
+
+def test_odd_width_is_refused():
+    with pytest.raises(ValueError, match="even"):
+        build_bilstm_encoder(input_width=5, width=7)

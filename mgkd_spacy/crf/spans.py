@@ -11,13 +11,13 @@ Span = Tuple[int, int, int, str]  # (sentence index, start token, end token excl
 
 
 def _span_events(
-    tags: Sequence[str], scheme: str, start: int, end: int, label: str, length: int
+    parsed: Sequence[Tuple[str, str]], scheme: str, start: int, end: int, label: str, length: int
 ) -> List[Tuple[int, List[List[bool]]]]:
     """Disjoint events whose union is "tokens [start, end) form exactly one entity of type ``label``".
 
+    parsed (Sequence[Tuple[str, str]]): (role, entity type) of each tag, from ``parse_tag``.
     Each event is (first position, per-position allowed-tag lists), a product of per-position tag sets.
     """
-    parsed = [parse_tag(tag, scheme) for tag in tags]
 
     def is_(role_names: Sequence[str]) -> List[bool]:
         return [role in role_names and label_type == label for role, label_type in parsed]
@@ -65,11 +65,12 @@ def entity_log_probs(
     batch_index: List[int] = []
     firsts: List[int] = []
     windows: List[List[List[bool]]] = []
+    parsed = [parse_tag(tag, scheme) for tag in tags]
     for n, (b, begin, stop, label) in enumerate(spans):
         length = int(lengths[b]) if 0 <= b < len(lengths) else -1
         if not 0 <= begin < stop <= length:
             raise ValueError(f"span {n} = {(b, begin, stop, label)} is not inside sentence {b} (length {length}).")
-        for first, sets in _span_events(tags, scheme, begin, stop, label, length):
+        for first, sets in _span_events(parsed, scheme, begin, stop, label, length):
             owners.append(n)
             batch_index.append(b)
             firsts.append(first)

@@ -4,6 +4,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 import torch
+from spacy.attrs import ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span, SpanGroup
@@ -35,7 +36,7 @@ rows = [5000, 1000, 2500, 2500]
 include_static_vectors = false
 
 [model.tok2vec.encode]
-@architectures = "mgkd.BiLSTMEncoder.v1"
+@architectures = "mgkd.BiLSTMEncoder.v2"
 input_width = 100
 width = 600
 depth = 1
@@ -444,8 +445,7 @@ def _student_surrogate(pipe: DistilledNER, eg: Example, i: int, wanted: Dict[str
     surrogate = get_surrogate(eg.reference, doc_index=i)
     if surrogate is None:
         return None
-    words_x = [t.text for t in eg.predicted]
-    if words_x != [t.text for t in eg.reference]:
+    if not numpy.array_equal(eg.predicted.to_array(ORTH), eg.reference.to_array(ORTH)):
         raise ValueError(
             f"[{pipe.name}] example {i}: the teacher surrogate is stored on a reference doc whose tokens differ from "
             "the predicted doc; read annotated corpora with 'mgkd.PooledCorpus.v1' (or gold_preproc) so tokens match."
