@@ -1,44 +1,136 @@
-"""``mgkd report``: paper-style tables (P/R/F1, gain over vanilla) and plots from the metrics of a dataset."""
+"""``mgkd report``: the paper's tables and figures (mean ± std over seeds) from the metrics of a dataset."""
 import json
+import re
+import statistics
 import subprocess
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import typer
 from wasabi import msg
 
+BASELINE = "<--baseline>"  # in Section.versus: the row named by the --baseline option
+SEED_FILE = re.compile(r"(.+)_seed([1-9][0-9]*)")  # <row>_seed<N>.json; <row>.json is seed 0
+# Sweep points run with the default setting are the main-table row when they have no row of their own.
+STAND_INS = {"k15": "te_da_seq", "da0": "te_seq"}  # plus da<N> -> te_da_seq, N from --unlabeled-all
+
+
+class Section(NamedTuple):
+    """One table of the report. ``rows`` are (metrics row, label); in figures the label is the x value."""
+
+    title: str
+    note: str
+    rows: Tuple[Tuple[str, str], ...]
+    versus: Optional[Tuple[str, str]] = None  # (column header, row): F1 difference against that row
+    figure: Optional[Tuple[str, str]] = None  # (x axis name, PNG name suffix)
+
+
+SECTIONS = (
+    Section("Table 1: main results", "Students are BiLSTM+CRF; TE = teacher embeddings, DA = unlabeled data annotated by the teacher.", (
+        ("teacher", "Teacher (transformer + CRF)"), ("peer_spacy_cnn", "spaCy ner, CNN (efficiency config)"),
+        ("peer_spacy_trf", "spaCy ner on the same transformer"), ("vanilla", "Vanilla BiLSTM+CRF"), ("te", "+TE"),
+        ("te_token_em", "+TE +TOKEN-EM"), ("te_token_pos", "+TE +TOKEN-POS"), ("te_seq", "+TE +SEQ"),
+        ("te_da_token_em", "+TE +DA +TOKEN-EM"), ("te_da_token_pos", "+TE +DA +TOKEN-POS"), ("te_da_seq", "+TE +DA +SEQ"),
+    ), versus=("gain over", BASELINE)),
+    Section("Table 2: loss combinations (TE, no DA)", "SEQ distillation with one loss term added or removed.", (
+        ("te_seq", "all: hard + k-best CE + fuzzy"), ("seq_token_pos", "all + TOKEN-POS"),
+        ("seq_no_fuzzy", "all - fuzzy"), ("seq_no_kbest", "all - k-best CE"),
+    ), versus=("change vs", "te_seq")),
+    Section("Table 3: loss weighting", "TE +SEQ losses combined with learned uncertainty weights or equal weights.", (
+        ("te_seq", "auto (uncertainty), no DA"), ("te_seq_equal", "equal, no DA"),
+        ("te_da_seq", "auto, DA"), ("te_da_seq_equal", "equal, DA"),
+    )),
+    Section("Figure 4: F1 vs K", "TE +DA +SEQ with teacher_k=K (rows k<K>); te_da_seq (K=15) stands in when there is no k15 row.",
+            (("k1", "1"), ("k3", "3"), ("k5", "5"), ("k10", "10"), ("k15", "15")), figure=("K", "k")),
+    Section("Figure 5: F1 vs unlabeled sentences", "TE +DA +SEQ with N teacher-annotated unlabeled sentences (rows da<N>); "
+            "te_seq stands in for N=0, te_da_seq (all annotated sentences, --unlabeled-all) for that N.",
+            (("da0", "0"), ("da2000", "2000"), ("da10000", "10000"), ("da30000", "30000")), figure=("unlabeled sentences", "da")),
+)
+
+
+class Score(NamedTuple):
+    """Mean, sample standard deviation and number of seeds of one score (x100)."""
+
+    mean: float
+    std: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" + (f" ± {self.std:.2f} (n={self.n})" if self.n > 1 else "")
+
+
+Rows = Dict[str, Tuple[Score, Score, Score]]  # {row: (P, R, F1)}
+
 
 def _commit() -> str:
+    """Short hash of HEAD, or "unknown" outside a git checkout."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def load_rows(metrics_dir: Path) -> Dict[str, dict]:
-    """{row name: scores} from ``metrics_dir/<row>.json`` (spacy evaluate output)."""
-    return {path.stem: json.loads(path.read_text()) for path in sorted(metrics_dir.glob("*.json")) if path.stem != "speed"}
+def load_rows(metrics_dir: Path) -> Rows:
+    """{row: (P, R, F1)} for the rows in ``metrics_dir`` (spacy evaluate JSON; speed.json aside)."""
+    runs: Dict[str, List[dict]] = {}
+    for path in sorted(metrics_dir.glob("*.json")):
+        if path.stem != "speed":
+            match = SEED_FILE.fullmatch(path.stem)
+            runs.setdefault(match[1] if match else path.stem, []).append(json.loads(path.read_text()))
+    return {row: aggregate(seeds) for row, seeds in sorted(runs.items())}
 
 
-def table(rows: Dict[str, dict], baseline: Optional[str]) -> List[str]:
-    lines = ["| model | P | R | F1 | gain over vanilla |", "|---|---|---|---|---|"]
-    base = rows.get(baseline, {}).get("ents_f") if baseline else None
-    for name, scores in rows.items():
-        gain = f"{100 * (scores['ents_f'] - base):+.2f}" if base is not None and name != baseline else ""
-        lines.append(f"| {name} | {100 * scores['ents_p']:.2f} | {100 * scores['ents_r']:.2f} | {100 * scores['ents_f']:.2f} | {gain} |")
-    return lines
+def aggregate(seeds: List[dict]) -> Tuple[Score, Score, Score]:
+    """P, R and F1 (x100) of one row: mean and sample std over its seeds."""
+
+    def score(key: str) -> Score:
+        values = [100 * scores[key] for scores in seeds]
+        return Score(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
+
+    return score("ents_p"), score("ents_r"), score("ents_f")
 
 
-def plot(points: Dict[int, float], xlabel: str, out: Path) -> None:
+def present_rows(section: Section, rows: Rows, stand_ins: Dict[str, str]) -> List[Tuple[str, str]]:
+    """(row, label) of the section's rows that exist, stand-ins filling in a figure's missing points.
+
+    A section none of whose own rows exists is left out (a figure is not drawn from stand-ins alone)."""
+    if not any(row in rows for row, _ in section.rows):
+        return []
+    present = []
+    for row, label in section.rows:
+        if row in rows:
+            present.append((row, label))
+        elif section.figure and stand_ins.get(row) in rows:
+            present.append((stand_ins[row], f"{label} ({stand_ins[row]})"))
+    return present
+
+
+def table(section: Section, present: List[Tuple[str, str]], rows: Rows, baseline: str) -> List[str]:
+    """Markdown lines of one section: title, note and P/R/F1 per row (plus the F1 difference column)."""
+    header, versus = section.versus or ("", "")
+    versus = baseline if versus == BASELINE else versus
+    columns = [section.figure[0] if section.figure else "model", "P", "R", "F1"] + ([f"{header} {versus}"] if versus in rows else [])
+    lines = [f"## {section.title}", "", section.note, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row, label in present:
+        cells = [label] + [str(score) for score in rows[row]]
+        if versus in rows:
+            cells.append("" if row == versus else f"{rows[row][2].mean - rows[versus][2].mean:+.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
+    """F1 against x, with error bars (sample std) where a point has several seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = sorted(points)
     fig, ax = plt.subplots(figsize=(4, 3))
-    ax.plot(xs, [100 * points[x] for x in xs], marker="o")
+    xs = [x for x, _ in points]
+    ax.errorbar(xs, [f1.mean for _, f1 in points], yerr=[f1.std for _, f1 in points], marker="o", capsize=3)
+    ax.set_xticks(xs)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test F1")
     fig.tight_layout()
@@ -46,31 +138,59 @@ def plot(points: Dict[int, float], xlabel: str, out: Path) -> None:
     plt.close(fig)
 
 
+def speed_table(speed: List[dict]) -> List[str]:
+    """Table 4 from speed.json, speed relative to the teacher (or else the first pipeline)."""
+    reference = next((r for r in speed if r["model"].rstrip("/").endswith("teacher/model-best")), speed[0])
+    lines = ["## Table 4: efficiency", "", f"Inference speed relative to `{reference['model']}`; disk MB = 10^6 bytes.", "",
+             "| pipeline | words/s | relative speed | trainable params | total params | disk MB | batch size | threads |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in speed:
+        relative = r["words_per_second"] / reference["words_per_second"]
+        lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative:.2f}x | {r['trainable_params']:,} | {r['total_params']:,} "
+                     f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} |")
+    return lines + [""]
+
+
 def report_cli(
     dataset: str = typer.Argument(..., help="Dataset name (reports/<dataset>.md)"),
-    metrics_dir: Path = typer.Argument(..., exists=True, help="Directory of <row>.json from spacy evaluate"),
+    metrics_dir: Path = typer.Argument(..., exists=True, help="Directory of <row>.json (and <row>_seed<N>.json) from spacy evaluate"),
     output_dir: Path = typer.Option(Path("reports"), help="Where to write the markdown and PNGs"),
-    baseline: str = typer.Option("vanilla", help="Row the gains are computed against"),
+    baseline: str = typer.Option("vanilla", help="Row the gains in Table 1 are computed against"),
     command: str = typer.Option("", help="The command/workflow that produced the metrics (recorded)"),
+    unlabeled_all: int = typer.Option(30000, help="Unlabeled sentences the te_da_seq row was trained with (its point in Figure 5)", min=1),
 ) -> None:
-    """Write reports/<dataset>.md with P/R/F1 per row and plots of F1 vs K (rows k<K>) and vs unlabeled size (rows da<N>)."""
+    """Write <output-dir>/<dataset>.md with the paper's tables (mean ± std over seeds) and the F1 vs K / unlabeled size plots."""
     rows = load_rows(metrics_dir)
     if not rows:
-        msg.fail(f"No metrics in {metrics_dir}; run the evaluate steps first.", exits=1)
+        msg.fail(f"No metrics (<row>.json) in {metrics_dir}; run the evaluate steps first.", exits=1)
     output_dir.mkdir(parents=True, exist_ok=True)
+    seeded = [f"{row} (n={scores[0].n})" for row, scores in rows.items() if scores[0].n > 1]
     lines = [f"# {dataset}: test results", "", f"Generated {datetime.now():%Y-%m-%d %H:%M} at commit {_commit()} "
-             f"by `{command or 'mgkd report'}` from `{metrics_dir}`.", ""] + table(rows, baseline)
-    speed = metrics_dir / "speed.json"
-    if speed.exists():
-        lines += ["", "| pipeline | words/s | trainable params | total params | disk MB |", "|---|---|---|---|---|"]
-        for r in json.loads(speed.read_text()):
-            lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {r['trainable_params']:,} | {r['total_params']:,} | {r['disk_bytes'] / 1e6:.1f} |")
-    for prefix, xlabel in (("k", "K (teacher sequences)"), ("da", "unlabeled sentences")):
-        points = {int(n[len(prefix):]): s["ents_f"] for n, s in rows.items() if n.startswith(prefix) and n[len(prefix):].isdigit()}
-        if points:
-            png = output_dir / f"{dataset}_f1_vs_{prefix}.png"
-            plot(points, xlabel, png)
-            lines += ["", f"![F1 vs {xlabel}]({png.name})"]
+             f"by `{command or 'mgkd report'}` from `{metrics_dir}`.", "",
+             f"Seeds: {', '.join(seeded) + '; other rows one seed' if seeded else 'one per row'}.", "",
+             "Scores are test-set entity P/R/F1 x 100: the mean over seeds, ± the sample standard deviation when n >= 2; "
+             "gains and changes are differences of mean F1.", ""]
+    used = set()
+    stand_ins = {**STAND_INS, f"da{unlabeled_all}": "te_da_seq"}
+    for section in SECTIONS:
+        if section.figure and section.figure[1] == "da" and f"da{unlabeled_all}" not in dict(section.rows):
+            points = section.rows + ((f"da{unlabeled_all}", str(unlabeled_all)),)
+            section = section._replace(rows=tuple(sorted(points, key=lambda point: int(point[1]))))
+        present = present_rows(section, rows, stand_ins)
+        if present:
+            used.update(row for row, _ in present)
+            lines += table(section, present, rows, baseline)
+        if present and section.figure:
+            png = output_dir / f"{dataset}_f1_vs_{section.figure[1]}.png"
+            plot([(float(label.split()[0]), rows[row][2]) for row, label in present], section.figure[0], png)
+            lines += [f"![F1 vs {section.figure[0]}]({png.name})", ""]
+    others = Section("Other rows", "Rows in the metrics directory that none of the tables above uses.",
+                     tuple((row, row) for row in rows if row not in used))
+    if others.rows:
+        lines += table(others, present_rows(others, rows, stand_ins), rows, baseline)
+    speed = json.loads((metrics_dir / "speed.json").read_text()) if (metrics_dir / "speed.json").exists() else []
+    if speed:
+        lines += speed_table(speed)
     out = output_dir / f"{dataset}.md"
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text("\n".join(lines))
     msg.good(f"Wrote {out}")

@@ -1,0 +1,125 @@
+"""``mgkd report``: seed aggregation, the paper's tables, stand-ins, leftover rows, figures and the efficiency table."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mgkd_spacy.cli import app
+
+
+def write(metrics, stem, p, r, f):
+    metrics.mkdir(exist_ok=True)
+    (metrics / f"{stem}.json").write_text(json.dumps({"ents_p": p, "ents_r": r, "ents_f": f, "ents_per_type": {}}))
+
+
+def report(tmp_path, *options):
+    args = ["report", "toy", str(tmp_path / "metrics"), "--output-dir", str(tmp_path / "out"), *options]
+    result = CliRunner().invoke(app, args)
+    text = (tmp_path / "out" / "toy.md").read_text() if result.exit_code == 0 else ""
+    return result, text
+
+
+def section(text, title):
+    """The markdown of one section (up to the next heading)."""
+    return text.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def test_seeds_give_mean_sample_std_and_gain_from_the_mean(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    write(metrics, "te_seq", 0.86, 0.90, 0.87)
+    write(metrics, "te_seq_seed1", 0.87, 0.90, 0.88)
+    write(metrics, "te_seq_seed2", 0.91, 0.90, 0.89)
+    result, text = report(tmp_path, "--command", "spacy project run all")
+    assert result.exit_code == 0, result.output
+    # P: 86, 87, 91 -> mean 88, sample std sqrt(7) = 2.65 (population std would be 2.16); F1: 87, 88, 89 -> 88 ± 1
+    assert "| +TE +SEQ | 88.00 ± 2.65 (n=3) | 90.00 ± 0.00 (n=3) | 88.00 ± 1.00 (n=3) | +8.00 |" in section(text, "Table 1: main results")
+    assert "| Vanilla BiLSTM+CRF | 80.00 | 80.00 | 80.00 |  |" in text
+    assert "Seeds: te_seq (n=3); other rows one seed." in text
+    assert "`spacy project run all`" in text and str(metrics) in text
+    assert "te_seq_seed" not in text  # seed files are not rows of their own
+
+
+def test_baseline_option(tmp_path):
+    write(tmp_path / "metrics", "vanilla", 0.80, 0.80, 0.80)
+    write(tmp_path / "metrics", "te", 0.85, 0.85, 0.85)
+    _, text = report(tmp_path, "--baseline", "te")
+    assert "gain over te |" in text and "| Vanilla BiLSTM+CRF | 80.00 | 80.00 | 80.00 | -5.00 |" in text
+
+
+def test_tables_without_rows_are_left_out(tmp_path):
+    write(tmp_path / "metrics", "vanilla", 0.80, 0.80, 0.80)
+    write(tmp_path / "metrics", "te", 0.85, 0.85, 0.85)
+    result, text = report(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "## Table 1: main results" in text
+    for title in ("Table 2", "Table 3", "Table 4", "Figure 4", "Figure 5", "Other rows"):
+        assert f"## {title}" not in text
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_stand_ins_and_figures(tmp_path):
+    metrics = tmp_path / "metrics"
+    for stem, f in (("te_seq", 0.87), ("te_da_seq", 0.88), ("k1", 0.84), ("k5", 0.86), ("da2000", 0.875)):
+        write(metrics, stem, f, f, f)
+    write(metrics, "k5_seed1", 0.88, 0.88, 0.88)
+    result, text = report(tmp_path)
+    assert result.exit_code == 0, result.output
+    k = section(text, "Figure 4: F1 vs K")
+    assert [line.split(" | ")[0] for line in k.splitlines() if line.startswith("| ")][1:] == ["| 1", "| 5", "| 15 (te_da_seq)"]
+    assert "| 5 | 87.00 ± 1.41 (n=2) |" in k and "| 15 (te_da_seq) | 88.00 |" in k
+    da = section(text, "Figure 5: F1 vs unlabeled sentences")
+    assert "| 0 (te_seq) | 87.00 |" in da and "| 2000 | 87.50 |" in da and "| 30000 (te_da_seq) | 88.00 |" in da
+    assert "| 10000" not in da
+    result, text = report(tmp_path, "--unlabeled-all", "10000")
+    da = section(text, "Figure 5: F1 vs unlabeled sentences")
+    assert "| 10000 (te_da_seq) | 88.00 |" in da and "| 30000" not in da
+    result, text = report(tmp_path, "--unlabeled-all", "5000")
+    rows = [line.split(" | ")[0] for line in section(text, "Figure 5: F1 vs unlabeled sentences").splitlines() if line.startswith("| ")]
+    assert rows[1:] == ["| 0 (te_seq)", "| 2000", "| 5000 (te_da_seq)"]
+    for suffix in ("k", "da"):
+        png = tmp_path / "out" / f"toy_f1_vs_{suffix}.png"
+        assert png.read_bytes().startswith(b"\x89PNG") and f"]({png.name})" in text
+
+
+def test_no_figure_from_stand_ins_alone(tmp_path):
+    write(tmp_path / "metrics", "te_seq", 0.87, 0.87, 0.87)
+    write(tmp_path / "metrics", "te_da_seq", 0.88, 0.88, 0.88)
+    _, text = report(tmp_path)
+    assert "## Table 3: loss weighting" in text and "Figure" not in text
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_unknown_rows_are_listed_under_other_rows(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    write(metrics, "mystery", 0.70, 0.70, 0.70)
+    write(metrics, "mystery_seed1", 0.72, 0.72, 0.72)
+    _, text = report(tmp_path)
+    other = section(text, "Other rows")
+    assert "| mystery | 71.00 ± 1.41 (n=2) |" in other and "vanilla" not in other
+
+
+def test_speed_table_is_relative_to_the_teacher(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    common = {"words": 1000, "disk_bytes": 9_400_000, "batch_size": 64, "threads": 2}
+    speed = [{"model": "training/toy/vanilla/model-best", "words_per_second": 12345.6, "trainable_params": 1234567,
+              "total_params": 2345678, **common},
+             {"model": "training/toy/teacher/model-best", "words_per_second": 3086.4, "trainable_params": 1, "total_params": 1, **common}]
+    (metrics / "speed.json").write_text(json.dumps(speed))
+    _, text = report(tmp_path)
+    table = section(text, "Table 4: efficiency")
+    assert "| training/toy/vanilla/model-best | 12,346 | 4.00x | 1,234,567 | 2,345,678 | 9.4 | 64 | 2 |" in table
+    assert "| training/toy/teacher/model-best | 3,086 | 1.00x |" in table
+    assert "## Other rows" not in text  # speed.json is not a row
+
+
+@pytest.mark.parametrize("files", [[], ["speed.json"]])
+def test_no_rows_is_an_error(tmp_path, files):
+    (tmp_path / "metrics").mkdir()
+    for name in files:
+        (tmp_path / "metrics" / name).write_text("[]")
+    result, _ = report(tmp_path)
+    assert result.exit_code != 0 and "No metrics" in result.output
+    assert not (tmp_path / "out" / "toy.md").exists()
