@@ -105,13 +105,13 @@ def test_speed_table_is_relative_to_the_teacher(tmp_path):
     write(metrics, "vanilla", 0.80, 0.80, 0.80)
     common = {"words": 1000, "disk_bytes": 9_400_000, "batch_size": 64, "threads": 2}
     speed = [{"model": "training/toy/vanilla/model-best", "words_per_second": 12345.6, "trainable_params": 1234567,
-              "total_params": 2345678, **common},
+              "total_params": 2345678, "entity_scores": True, **common},
              {"model": "training/toy/teacher/model-best", "words_per_second": 3086.4, "trainable_params": 1, "total_params": 1, **common}]
     (metrics / "speed.json").write_text(json.dumps(speed))
     _, text = report(tmp_path)
     table = section(text, "Table 4: efficiency")
-    assert "| training/toy/vanilla/model-best | 12,346 | 4.00x | 1,234,567 | 2,345,678 | 9.4 | 64 | 2 |" in table
-    assert "| training/toy/teacher/model-best | 3,086 | 1.00x |" in table
+    assert "| training/toy/vanilla/model-best | 12,346 | 4.00x | 1,234,567 | 2,345,678 | 9.4 | 64 | 2 | yes |" in table
+    assert "| training/toy/teacher/model-best | 3,086 | 1.00x |" in table and table.rstrip().endswith("| no |")
     assert "## Other rows" not in text  # speed.json is not a row
 
 

@@ -142,12 +142,12 @@ def speed_table(speed: List[dict]) -> List[str]:
     """Table 4 from speed.json, speed relative to the teacher (or else the first pipeline)."""
     reference = next((r for r in speed if r["model"].rstrip("/").endswith("teacher/model-best")), speed[0])
     lines = ["## Table 4: efficiency", "", f"Inference speed relative to `{reference['model']}`; disk MB = 10^6 bytes.", "",
-             "| pipeline | words/s | relative speed | trainable params | total params | disk MB | batch size | threads |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| pipeline | words/s | relative speed | trainable params | total params | disk MB | batch size | threads | entity scores |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in speed:
         relative = r["words_per_second"] / reference["words_per_second"]
         lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative:.2f}x | {r['trainable_params']:,} | {r['total_params']:,} "
-                     f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} |")
+                     f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} | {'yes' if r.get('entity_scores') else 'no'} |")
     return lines + [""]
 
 

@@ -2,7 +2,7 @@
 import json
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import spacy
 import torch
@@ -46,6 +46,9 @@ def speed_cli(
     n_words: int = typer.Option(20000, help="Tag roughly this many words", min=1),
     batch_size: int = typer.Option(64, help="nlp.pipe batch size", min=1),
     threads: int = typer.Option(2, help="torch CPU threads", min=1),
+    entity_scores: Optional[bool] = typer.Option(
+        None, "--entity-scores/--no-entity-scores", help="Switch distilled_ner's per-entity probabilities on/off (default: as configured)"
+    ),
 ) -> None:
     """Tag the same text with each pipeline (warm-up pass first) and record words/s and sizes."""
     torch.set_num_threads(threads)
@@ -58,6 +61,9 @@ def speed_cli(
     results = []
     for path in models:
         nlp = spacy.load(path)
+        scored = [pipe for _, pipe in nlp.pipeline if hasattr(pipe, "entity_scores")]
+        for pipe in scored:
+            pipe.entity_scores = pipe.entity_scores if entity_scores is None else entity_scores
         list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
         started = time.perf_counter()
         n_tokens = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
@@ -65,7 +71,8 @@ def speed_cli(
         trainable, total = count_params(nlp)
         results.append({"model": str(path), "words_per_second": n_tokens / seconds, "words": n_tokens,
                         "trainable_params": trainable, "total_params": total, "disk_bytes": disk_size(path),
-                        "batch_size": batch_size, "threads": threads})
+                        "batch_size": batch_size, "threads": threads,
+                        "entity_scores": any(pipe.entity_scores for pipe in scored)})
         msg.info(f"{path}: {n_tokens / seconds:,.0f} words/s, {trainable:,} trainable / {total:,} params")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))

@@ -53,7 +53,8 @@ class DistilledPrediction:
     """What ``predict`` returns and ``set_annotations`` writes, per doc.
 
     tags (List[List[int]]): best tag sequence (indices into the component's tags).
-    entity_scores (List[List[float]]): exact CRF probability of each entity of the best sequence, in span order.
+    entity_scores (List[List[float]]): exact CRF probability of each entity of the best sequence, in span order
+        (empty when ``entity_scores`` is off).
     kbest (List[List[Tuple[List[int], float]]]): top-K sequences with their probabilities (empty when disabled).
     """
 
@@ -73,6 +74,7 @@ class DistilledPrediction:
         "temperature": 1.0,
         "teacher_k": 0,
         "spans_key": "mgkd_ents",
+        "entity_scores": False,
         "kbest": 0,
         "crf_lr_scale": 1.0,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
@@ -89,6 +91,7 @@ def make_distilled_ner(
     temperature: float,
     teacher_k: int,
     spans_key: str,
+    entity_scores: bool,
     kbest: int,
     crf_lr_scale: float,
     scorer: Optional[Callable],
@@ -103,7 +106,12 @@ def make_distilled_ner(
         weights lambda_i: sum_i lambda_i L_i - 1/2 sum_i log lambda_i).
     temperature (float): softmax temperature of TOKEN-EM.
     teacher_k (int): use only the teacher's best ``teacher_k`` sequences (0 = all it stored); the rest is residual.
-    spans_key (str): ``doc.spans`` key of the span group holding predicted entities and their probabilities.
+    spans_key (str): ``doc.spans`` key of the span group holding the predicted entities and their probabilities.
+    entity_scores (bool): compute the exact CRF probability of each predicted entity (a forward-backward pass,
+        about 15% of a BiLSTM student's tagging time) and write the entities with their probabilities to
+        ``doc.spans[spans_key]`` (``attrs["scores"]``). Off by default, like confidences in spaCy's own ``ner``;
+        a setting, not a weight, so ``spacy.load(path, config={"components": {name: {"entity_scores": True}}})``
+        turns it on for a trained pipeline.
     kbest (int): if > 0, write the top-``kbest`` analyses with probabilities to ``doc._.kbest``.
     crf_lr_scale (float): learning-rate multiplier for the CRF parameters; the paper trains the teacher's CRF with
         a higher rate than its transformer (e.g. 100 x 5e-5).
@@ -111,7 +119,8 @@ def make_distilled_ner(
     """
     return DistilledNER(
         nlp.vocab, model, name, scheme=scheme, losses=losses, weighting=weighting, temperature=temperature,
-        teacher_k=teacher_k, spans_key=spans_key, kbest=kbest, crf_lr_scale=crf_lr_scale, scorer=scorer,
+        teacher_k=teacher_k, spans_key=spans_key, entity_scores=entity_scores, kbest=kbest,
+        crf_lr_scale=crf_lr_scale, scorer=scorer,
     )
 
 
@@ -130,6 +139,7 @@ class DistilledNER(TrainablePipe):
         temperature: float = 1.0,
         teacher_k: int = 0,
         spans_key: str = "mgkd_ents",
+        entity_scores: bool = False,
         kbest: int = 0,
         crf_lr_scale: float = 1.0,
         scorer: Optional[Callable] = None,
@@ -148,6 +158,9 @@ class DistilledNER(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
+        # Kept out of ``cfg`` (which is saved with the weights and restored over the config on load), so that a
+        # config override at load time switches it.
+        self.entity_scores = entity_scores
         self.cfg = {
             "labels": [],
             "scheme": check_scheme(scheme),
@@ -221,7 +234,7 @@ class DistilledNER(TrainablePipe):
         crf.attrs["scheme"] = self.cfg["scheme"]
 
     def predict(self, docs: Iterable[Doc]) -> DistilledPrediction:
-        """Constrained Viterbi paths, the probability of each predicted entity and (optionally) the k-best."""
+        """Constrained Viterbi paths and, when enabled, each predicted entity's probability and the k-best."""
         docs = list(docs)
         if not any(len(doc) for doc in docs):
             empty: List = [[] for _ in docs]
@@ -233,16 +246,17 @@ class DistilledNER(TrainablePipe):
             paths, _ = viterbi(*args)
             lengths = batch.lengths.tolist()
             tags = [paths[i, :n].tolist() for i, n in enumerate(lengths)]
-            tag_names = self.tags
-            spans = [
-                (i, s, e, label)
-                for i, seq in enumerate(tags)
-                for s, e, label in tags_to_spans([tag_names[t] for t in seq], self.cfg["scheme"])
-            ]
-            probs = entity_log_probs(*args, tag_names, self.cfg["scheme"], spans).exp().tolist()
             scores: List[List[float]] = [[] for _ in docs]
-            for (i, *_), prob in zip(spans, probs):
-                scores[i].append(prob)
+            if self.entity_scores:
+                tag_names = self.tags
+                spans = [
+                    (i, s, e, label)
+                    for i, seq in enumerate(tags)
+                    for s, e, label in tags_to_spans([tag_names[t] for t in seq], self.cfg["scheme"])
+                ]
+                probs = entity_log_probs(*args, tag_names, self.cfg["scheme"], spans).exp().tolist()
+                for (i, *_), prob in zip(spans, probs):
+                    scores[i].append(prob)
             kbest: List[List[Tuple[List[int], float]]] = [[] for _ in docs]
             if self.cfg["kbest"]:
                 found = kbest_viterbi(*args, self.cfg["kbest"])
@@ -253,16 +267,17 @@ class DistilledNER(TrainablePipe):
         return DistilledPrediction(tags, scores, kbest)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: DistilledPrediction) -> None:
-        """Write ``doc.ents``, the scored span group ``doc.spans[spans_key]`` and optionally ``doc._.kbest``."""
+        """Write ``doc.ents`` and, when enabled, the scored span group ``doc.spans[spans_key]`` and ``doc._.kbest``."""
         tag_names = self.tags
         scheme = self.cfg["scheme"]
         key = self.cfg["spans_key"]
         for doc, seq, scores, kbest in zip(docs, predictions.tags, predictions.entity_scores, predictions.kbest):
             spans = [Span(doc, s, e, label=label) for s, e, label in tags_to_spans([tag_names[t] for t in seq], scheme)]
             doc.set_ents(spans, default="outside")
-            group = SpanGroup(doc, name=key, spans=spans)
-            group.attrs["scores"] = numpy.asarray(scores, dtype="float32")
-            doc.spans[key] = group
+            if self.entity_scores:
+                group = SpanGroup(doc, name=key, spans=spans)
+                group.attrs["scores"] = numpy.asarray(scores, dtype="float32")
+                doc.spans[key] = group
             if self.cfg["kbest"]:
                 doc._.set(KBEST_EXTENSION, [{"tags": [tag_names[t] for t in path], "prob": p} for path, p in kbest])
 

@@ -43,7 +43,7 @@ def test_spacy_train_and_evaluate(tmp_path):
 
 def test_default_config_works_on_a_blank_pipeline():
     nlp = English()
-    nlp.add_pipe("distilled_ner")
+    nlp.add_pipe("distilled_ner", config={"entity_scores": True})
     examples = [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in TRAIN_DATA]
     optimizer = nlp.initialize(get_examples=lambda: examples)
     nlp.update(examples, sgd=optimizer)

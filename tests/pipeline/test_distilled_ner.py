@@ -63,7 +63,7 @@ def test_overfitting_IO(scheme, tmp_path):
     reloaded = spacy.load(tmp_path)
     for doc, doc2 in zip(docs, reloaded.pipe(texts)):
         assert [(e.start, e.end, e.label_) for e in doc.ents] == [(e.start, e.end, e.label_) for e in doc2.ents]
-        assert numpy.allclose(doc.spans["mgkd_ents"].attrs["scores"], doc2.spans["mgkd_ents"].attrs["scores"])
+        assert "mgkd_ents" not in doc.spans and "mgkd_ents" not in doc2.spans
     reloaded_bytes = make_nlp(scheme=scheme)
     reloaded_bytes.from_bytes(nlp.to_bytes())
     assert [e.text for e in reloaded_bytes(texts[2]).ents] == ["Bob", "New York City"]
@@ -72,7 +72,7 @@ def test_overfitting_IO(scheme, tmp_path):
 
 
 def test_entity_confidence_is_a_probability_aligned_with_spans():
-    nlp = make_nlp(kbest=3)
+    nlp = make_nlp(kbest=3, entity_scores=True)
     examples = make_examples(nlp)
     train(nlp, examples, steps=10)
     doc = nlp("Anna Smith visited Paris yesterday .")
@@ -86,9 +86,22 @@ def test_entity_confidence_is_a_probability_aligned_with_spans():
     assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-5
 
 
+def test_entity_scores_are_off_by_default_and_switch_on_at_load_time(tmp_path):
+    nlp = make_nlp()
+    train(nlp, make_examples(nlp), steps=30)
+    text = "Anna Smith visited Paris yesterday ."
+    assert "mgkd_ents" not in nlp(text).spans
+    nlp.to_disk(tmp_path)
+    scored = spacy.load(tmp_path, config={"components": {"distilled_ner": {"entity_scores": True}}})
+    doc = scored(text)
+    assert [(e.start, e.end) for e in doc.spans["mgkd_ents"]] == [(e.start, e.end) for e in nlp(text).ents]
+    assert len(doc.spans["mgkd_ents"].attrs["scores"]) == len(doc.ents)
+    assert "mgkd_ents" not in spacy.load(tmp_path)(text).spans
+
+
 @pytest.mark.parametrize("text", ["", "   ", "Paris", " ".join(["word"] * 5000)])
 def test_odd_docs_are_processed(text):
-    nlp = make_nlp()
+    nlp = make_nlp(entity_scores=True)
     examples = make_examples(nlp)
     train(nlp, examples, steps=2)
     doc = nlp(text)
