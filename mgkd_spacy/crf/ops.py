@@ -203,39 +203,210 @@ def nll(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, 
     return torch.where(score > NEG_INF, log_z - score, torch.full_like(score, float("inf")))
 
 
-def _triangle(n_pred: int, k: int, device: torch.device) -> Tuple[Tensor, Tensor]:
-    """(predecessor slot j, rank r) pairs with j + r < k, as two (M,) index tensors."""
-    slots, ranks = zip(*((j, r) for j in range(n_pred) for r in range(k) if j + r < k))
-    return torch.tensor(slots, device=device), torch.tensor(ranks, device=device)
+def _viterbi_search(
+    emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """Batched 1-best Viterbi (forward pass, back-pointers, backtrack): (B, 1) scores and (B, 1, T) tags."""
+    n_batch, n_tokens, n_tags = emissions.shape
+    device = emissions.device
+    # shape: (B, L, 1)
+    score = (start[None, :] + emissions[:, 0])[:, :, None]
+    # shape: (B, L, 1), flat index (tag) of each cell itself
+    identity = torch.arange(n_tags, device=device).view(1, n_tags, 1).expand(n_batch, n_tags, 1)
+    pointers = []
+    # shape: (L, L), contiguous so each step reads the scores into one tag from one row
+    into = transitions.t().contiguous()
+    for t in range(1, n_tokens):
+        # shape: (B, L)
+        top, pointer = (score[:, None, :, 0] + into[None]).max(dim=2)
+        active = (t < lengths)[:, None, None]
+        score = torch.where(active, top[:, :, None] + emissions[:, t, :, None], score)
+        pointers.append(torch.where(active, pointer[:, :, None], identity))
+    # shape: (B, 1)
+    best, cell = (score + end[None, :, None]).reshape(n_batch, n_tags).topk(1, dim=1)
+    tags = [cell]
+    for pointer in reversed(pointers):
+        cell = pointer.reshape(n_batch, n_tags).gather(1, cell)
+        tags.append(cell)
+    # shape: (B, 1, T)
+    return best, torch.stack(tags[::-1], dim=2)
 
 
-def _kbest_step(score: Tensor, into: Tensor, k: int, triangle: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
-    """One k-best Viterbi step: the K best extensions into each tag and their back-pointers (tag * K + rank).
+def _align_right(emissions: Tensor, lengths: Tensor) -> Tensor:
+    """(T, B, L) emissions shifted so that every sentence ends at T - 1; the positions before it hold 0."""
+    n_tokens = emissions.shape[1]
+    # shape: (B, T) source position of each aligned position
+    source = torch.arange(n_tokens, device=emissions.device)[None, :] - (n_tokens - lengths)[:, None]
+    shifted = emissions.gather(1, source.clamp(min=0)[:, :, None].expand_as(emissions))
+    zero = torch.zeros((), dtype=emissions.dtype, device=emissions.device)
+    shifted = torch.where((source >= 0)[:, :, None], shifted, zero)
+    return shifted.transpose(0, 1).contiguous()
 
-    score (Tensor): (B, L, K) best prefix scores per (tag, rank), sorted by rank.
-    into (Tensor): (L, L) transposed transitions, ``into[j, i]`` scores tag j right after tag i.
-    Returns (B, L, K) scores and back-pointers. Only predecessors whose best prefix (rank 0) is among the K best
-    "heads" can contribute, and the one in head position j at most its K - j best ranks (each candidate needs fewer
-    than K better ones), so the search runs over that triangle of M <= K(K+1)/2 candidates instead of all L x K.
+
+def _backward_best(emissions: Tensor, transitions: Tensor, end: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Backward max-product pass over right-aligned (T, B, L) emissions.
+
+    Returns ``best`` (T, B, L): best score of a suffix from tag l at s, emission at s and ``end`` included;
+    ``follow`` (T, B, L + 1): ``follow[s, b, a]`` best tag at s after tag a at s - 1 (column L is filled for the root
+    later); ``detour`` (T, B, L): cost of leaving that best continuation after (s, a) for the runner-up tag at s + 1
+    (inf if there is none).
     """
-    n_batch, n_tags, _ = score.shape
-    # shape: (B, L, L_prev)
-    heads = score[:, None, :, 0] + into[None]
-    if k == 1:
-        best, prev = heads.max(dim=2)
-        return best[:, :, None], prev[:, :, None]
-    slots, ranks = triangle
-    # shape: (B, L, J) the J = min(L, K) predecessors with the best heads, best first, per current tag
-    _, pred = heads.topk(int(slots.max()) + 1, dim=2)
-    # shape: (B, L, M) predecessor tag and flat cell (tag * K + rank) of each triangle candidate
-    pred = pred[:, :, slots]
-    cells = pred * k + ranks
-    # shape: (B, L, M) ranked prefix score plus the transition into the current tag
-    candidates = score.reshape(n_batch, 1, n_tags * k).expand(n_batch, n_tags, n_tags * k).gather(2, cells)
-    candidates = candidates + into.expand(n_batch, n_tags, n_tags).gather(2, pred)
-    # shape: (B, L, K)
-    top, index = candidates.topk(k, dim=2)
-    return top, cells.gather(2, index)
+    n_tokens, n_batch, n_tags = emissions.shape
+    best = torch.empty_like(emissions)
+    detour = torch.full_like(emissions, float("inf"))
+    follow = torch.zeros((n_tokens, n_batch, n_tags + 1), dtype=torch.long, device=emissions.device)
+    torch.add(emissions[-1], end, out=best[-1])
+    for s in range(n_tokens - 2, -1, -1):
+        # shape: (B, L, L) tag a at s then tag y at s + 1
+        moves = transitions + best[s + 1][:, None, :]
+        head, arg = moves.max(dim=2)
+        torch.add(emissions[s], head, out=best[s])
+        follow[s + 1, :, :n_tags] = arg
+        runner = moves.scatter_(2, arg[:, :, None], NEG_INF).amax(dim=2)
+        torch.nan_to_num(head - runner, nan=float("inf"), posinf=float("inf"), out=detour[s])
+    return best, follow, detour
+
+
+def _detour_table(follow: Tensor, detour: Tensor, size: int) -> Tuple[Optional[Tensor], Tensor]:
+    """The ``size`` cheapest detours along the best continuation from every (s, l), cheapest first.
+
+    A detour is named by its node ``s * L + a`` (leave the best continuation after tag a at s). Returns (costs,
+    nodes), both (T, B, L, size); for detours of 32 bits or less the two are packed in one int64 (see
+    ``_packed_detour_table``) and costs is None.
+    """
+    if detour.dtype.itemsize <= 4:
+        return None, _packed_detour_table(follow, detour.float(), size)
+    n_tokens, n_batch, n_tags = detour.shape
+    costs = torch.full((n_tokens, n_batch, n_tags, size), float("inf"), dtype=detour.dtype, device=detour.device)
+    nodes = torch.zeros((n_tokens, n_batch, n_tags, size), dtype=torch.long, device=detour.device)
+    floor = torch.full((n_batch, n_tags, 1), NEG_INF, dtype=detour.dtype, device=detour.device)
+    tags = torch.arange(n_tags, device=detour.device)[:, None]
+    for s in range(n_tokens - 2, -1, -1):
+        index = follow[s + 1, :, :n_tags, None].expand(n_batch, n_tags, size)
+        # shape: (B, L, size) the table of the next node on the best continuation, and it shifted by one
+        cost, node = costs[s + 1].gather(1, index), nodes[s + 1].gather(1, index)
+        shifted, shifted_node = torch.cat([floor, cost[:, :, :-1]], 2), torch.cat([node[:, :, :1], node[:, :, :-1]], 2)
+        new = detour[s][:, :, None]
+        torch.minimum(cost, torch.maximum(new, shifted), out=costs[s])
+        nodes[s] = torch.where(cost <= new, node, torch.where(shifted <= new, s * n_tags + tags, shifted_node))
+    return costs, nodes
+
+
+def _packed_detour_table(follow: Tensor, detour: Tensor, size: int) -> Tensor:
+    """``_detour_table`` for float32 detours: (T, B, L, 1 + size) int64 ``cost bits << 32 | node``, slot 0 a floor.
+
+    Costs are >= 0, so their bits order like the costs and one min/max keeps cost and node together.
+    """
+    n_tokens, n_batch, n_tags = detour.shape
+    nodes = torch.arange(n_tokens * n_tags, device=detour.device).view(n_tokens, 1, n_tags)
+    # shape: (T, B, L, 1)
+    packed = ((detour.view(torch.int32).long() << 32) | nodes)[:, :, :, None]
+    # cost +inf at node 0: no detour
+    none = torch.tensor(float("inf")).view(torch.int32).long() << 32
+    table = torch.full((n_tokens, n_batch, n_tags, 1 + size), int(none), device=detour.device)
+    table[:, :, :, 0] = torch.iinfo(torch.long).min
+    # shape: (T, B * L) row of the next node on the best continuation in a flattened (B * L, 1 + size) table
+    rows = (follow[:, :, :n_tags] + n_tags * torch.arange(n_batch, device=detour.device)[:, None]).view(n_tokens, -1)
+    for s in range(n_tokens - 2, -1, -1):
+        # shape: (B, L, 1 + size)
+        row = table[s + 1].view(n_batch * n_tags, 1 + size).index_select(0, rows[s + 1]).view(n_batch, n_tags, 1 + size)
+        torch.minimum(row[:, :, 1:], torch.maximum(packed[s], row[:, :, :-1]), out=table[s, :, :, 1:])
+    return table
+
+
+def _lookup_detours(table: Tuple[Optional[Tensor], Tensor], index: Tensor) -> Tuple[Tensor, Tensor]:
+    """(B, size) costs and nodes of the cheapest detours from each sentence's node (a flat (T * B * L) index)."""
+    costs, nodes = table
+    if costs is not None:
+        return costs.flatten(0, 2).index_select(0, index), nodes.flatten(0, 2).index_select(0, index)
+    packed = nodes.flatten(0, 2).index_select(0, index)[:, 1:]
+    return (packed >> 32).int().view(torch.float32), packed & 0xFFFFFFFF
+
+
+def _pop_kbest(
+    best: Tensor, follow: Tensor, table: Tuple[Optional[Tensor], Tensor], transitions: Tensor, start: Tensor,
+    root: Tensor, k: int,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Pop the K best paths from a pool of disjoint path sets (Nilsson & Goldberger's partition of the N best).
+
+    A pool item is the set of paths that copy path ``parent`` before position ``pos``, have tag ``pred`` at
+    ``pos - 1`` (``pred = L``: the start) and the tag of rank >= ``rank`` at ``pos`` (ranked by the best complete
+    score; rank 0 is the best continuation); its key is the best score in the set. Popping an item yields its best
+    path, and its remainder splits into the next rank at ``pos`` and one detour per later node on the best
+    continuation, of which only the cheapest (``table``) can still be popped.
+    Returns (B, K) scores (descending), and (B, K) position, tag and parent of each path's last choice.
+    """
+    n_tokens, n_batch, n_tags = best.shape
+    device = best.device
+    batch = torch.arange(n_batch, device=device)
+    size = table[1].shape[-1] - (table[0] is None)
+    # shape: (L + 1, L) transitions, and the start scores as row L
+    moves = torch.cat([transitions, start[None, :]])
+    floor = torch.full((n_batch, 1), NEG_INF, dtype=best.dtype, device=device)
+    # pop i pushes its next rank and its detours, of which only the K - 1 - i cheapest can still be popped
+    pushed = [1 + min(size, k - 1 - i) for i in range(k - 1)]
+    # shape: (B, Q) keys and (B, 4, Q) pos, pred, rank, parent of the pool: item 0 is every path, then the items
+    # pushed by each pop (rank 1 and parent = that pop, except for the next rank)
+    keys = torch.full((n_batch, 1 + sum(pushed)), NEG_INF, dtype=best.dtype, device=device)
+    items = torch.zeros((n_batch, 4, keys.shape[1]), dtype=torch.long, device=device)
+    items[:, 2, 1:] = 1
+    items[:, 3, 1:] = torch.repeat_interleave(torch.tensor(pushed, device=device, dtype=torch.long))
+    items[:, 0, 0], items[:, 1, 0] = root, n_tags
+    keys[:, 0], follow[root, batch, n_tags] = (start + best[root, batch]).max(dim=1)
+    next_rank = torch.tensor([0, 0, 1, 0], device=device)
+    found = torch.empty((n_batch, k), dtype=best.dtype, device=device)
+    # shape: (B, K, 3) position, tag, parent of each popped path
+    steps = torch.empty((n_batch, k, 3), dtype=torch.long, device=device)
+    for i in range(k):
+        # shape: (B, 1)
+        key, slot = keys.max(dim=1, keepdim=True)
+        keys.scatter_(1, slot, NEG_INF)
+        # shape: (B, 4)
+        item = items.gather(2, slot[:, None, :].expand(n_batch, 4, 1))[:, :, 0]
+        pos, pred, rank, parent = item.unbind(1)
+        node = pos * n_batch + batch
+        # shape: (B, L) best complete score through each tag at pos; the best continuation ranks first
+        scores = moves.index_select(0, pred) + best.view(-1, n_tags).index_select(0, node)
+        lead = follow.view(-1).index_select(0, node * (n_tags + 1) + pred)
+        order = scores.scatter(1, lead[:, None], float("inf")).argsort(dim=1, descending=True, stable=True)
+        # shape: (B, L + 1) the scores in rank order, then -inf; (B, 2) those of ranks rank and rank + 1
+        ranked = torch.cat([scores.gather(1, order), floor], dim=1)
+        pair = ranked.gather(1, torch.stack([rank, rank + 1], dim=1))
+        tag = order.gather(1, rank[:, None])[:, 0]
+        found[:, i] = key[:, 0]
+        steps[:, i] = torch.stack([pos, tag, parent], dim=1)
+        if i == k - 1:
+            break
+        first, count = 1 + sum(pushed[:i]), pushed[i] - 1
+        gap = torch.nan_to_num(pair[:, :1] - pair[:, 1:], nan=float("inf"), posinf=float("inf"))
+        keys[:, first] = (key - gap)[:, 0]
+        items[:, :, first] = item + next_rank
+        # shape: (B, count)
+        cost, detour = (x[:, :count] for x in _lookup_detours(table, node * n_tags + tag))
+        keys[:, first + 1:first + 1 + count] = key - cost
+        items[:, 0, first + 1:first + 1 + count] = detour // n_tags + 1
+        items[:, 1, first + 1:first + 1 + count] = detour % n_tags
+    return found, steps[:, :, 0], steps[:, :, 1], steps[:, :, 2]
+
+
+def _trace_paths(follow: Tensor, pos: Tensor, tag: Tensor, parent: Tensor) -> Tensor:
+    """(B, K, T) aligned tags of the popped paths: the parent's tags before ``pos``, then the best continuation."""
+    n_tokens = follow.shape[0]
+    n_batch, k = pos.shape
+    device = pos.device
+    # shape: (T, B, K)
+    here = torch.arange(n_tokens, device=device)[:, None, None] == pos[None]
+    paths = torch.empty((n_tokens, n_batch, k), dtype=torch.long, device=device)
+    paths[0] = torch.where(here[0], tag, torch.zeros_like(tag))
+    for s in range(1, n_tokens):
+        torch.where(here[s], tag, follow[s].gather(1, paths[s - 1]), out=paths[s])
+    # shape: (B, K, T)
+    paths = paths.permute(1, 2, 0).contiguous()
+    before = torch.arange(n_tokens, device=device)[None, None, :] < pos[:, :, None]
+    for i in range(1, k):
+        copied = paths.gather(1, parent[:, i, None, None].expand(n_batch, 1, n_tokens))[:, 0]
+        paths[:, i] = torch.where(before[:, i], copied, paths[:, i])
+    return paths
 
 
 def _kbest_search(
@@ -243,8 +414,9 @@ def _kbest_search(
 ) -> Tuple[Tensor, Tensor]:
     """Batched k-best Viterbi: (B, K) scores (best first, -inf = no such sequence) and (B, K, T) tags.
 
-    Each (tag, rank) cell keeps the K best prefixes ending there; candidates are distinct (predecessor, rank) cells,
-    so every finite path is distinct. Sentences that have ended keep their state through identity back-pointers.
+    K = 1 is the forward Viterbi. Otherwise a backward max-product pass gives every node its best continuation and
+    the cost of each detour from it, and the K best paths are popped from a pool of disjoint path sets
+    (``_pop_kbest``); sentences are right-aligned so that every one ends at T - 1.
     """
     n_batch, n_tokens, n_tags = emissions.shape
     device = emissions.device
@@ -252,29 +424,16 @@ def _kbest_search(
     if n_tokens == 0:
         scores = torch.where(ranks == 0, 0.0, NEG_INF).to(emissions.dtype).expand(n_batch, k).clone()
         return scores, torch.full((n_batch, k, 0), PAD, dtype=torch.long, device=device)
-    # shape: (B, L, K)
-    score = torch.full((n_batch, n_tags, k), NEG_INF, dtype=emissions.dtype, device=device)
-    score[:, :, 0] = start[None, :] + emissions[:, 0]
-    # shape: (B, L, K), flat index (tag * K + rank) of each cell itself
-    identity = torch.arange(n_tags * k, device=device).view(1, n_tags, k).expand(n_batch, n_tags, k)
-    pointers = []
-    triangle = _triangle(min(n_tags, k), k, device)
-    # shape: (L, L), contiguous so each step reads the scores into one tag from one row
-    into = transitions.t().contiguous()
-    for t in range(1, n_tokens):
-        top, pointer = _kbest_step(score, into, k, triangle)
-        active = (t < lengths)[:, None, None]
-        # shape: (B, L, K)
-        score = torch.where(active, top + emissions[:, t, :, None], score)
-        pointers.append(torch.where(active, pointer, identity))
-    # shape: (B, K)
-    best, cell = (score + end[None, :, None]).reshape(n_batch, n_tags * k).topk(k, dim=1)
-    tags = [cell // k]
-    for pointer in reversed(pointers):
-        cell = pointer.reshape(n_batch, n_tags * k).gather(1, cell)
-        tags.append(cell // k)
-    # shape: (B, K, T)
-    paths = torch.stack(tags[::-1], dim=2)
+    if k == 1:
+        best, paths = _viterbi_search(emissions, lengths, transitions, start, end)
+    else:
+        best_suffix, follow, detour = _backward_best(_align_right(emissions, lengths), transitions, end)
+        table = _detour_table(follow, detour, min(k - 1, n_tokens - 1))
+        shift = (n_tokens - lengths).clamp(max=n_tokens - 1)
+        best, pos, tag, parent = _pop_kbest(best_suffix, follow, table, transitions, start, shift, k)
+        # shape: (B, K, T) back to left-aligned positions
+        source = (torch.arange(n_tokens, device=device)[None, :] + shift[:, None]).clamp(max=n_tokens - 1)
+        paths = _trace_paths(follow, pos, tag, parent).gather(2, source[:, None, :].expand(n_batch, k, n_tokens))
     empty = lengths == 0
     best = torch.where(empty[:, None], torch.where(ranks == 0, 0.0, NEG_INF).to(best.dtype), best)
     real = torch.arange(n_tokens, device=device)[None, None, :] < lengths[:, None, None]

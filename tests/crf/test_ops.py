@@ -270,6 +270,17 @@ def test_hypothesis_schemes(scheme, lengths, k, seed):
     check_against_enumeration(emissions, lengths, potentials, [k], torch.float64, constraints)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("seed", range(2))
+def test_kbest_on_longer_sentences_against_enumeration(seed, dtype):
+    """Sentences longer than K: the k-best keeps only the K - 1 cheapest detours along each best continuation.
+
+    float32 and float64 take the packed and the paired detour table respectively.
+    """
+    emissions, lengths, potentials, _, constraints = random_crf(seed, [8, 7, 0, 5, 8, 2], 3, dtype, density=0.8)
+    check_against_enumeration(emissions, lengths, potentials, [2, 3, 6, 25], dtype, constraints)
+
+
 def test_kbest_with_k_one_matches_viterbi():
     tags, _, emissions, lengths, potentials, _ = scheme_batch("BIOES", 4, [5, 0, 3, 6])
     best_tags, best_scores = viterbi(emissions, lengths, *potentials)
