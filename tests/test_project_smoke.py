@@ -28,7 +28,8 @@ def test_smoke_workflow(tmp_path):
         assert 0.0 <= scores["ents_f"] <= 1.0
     speed = json.loads((tmp_path / "metrics" / "smoke" / "speed.json").read_text())
     assert len(speed) == 3 and all(r["words_per_second"] > 0 for r in speed)
-    assert "| vanilla |" in (tmp_path / "reports" / "smoke.md").read_text()
+    report = (tmp_path / "reports" / "smoke.md").read_text()
+    assert "## Table 1: main results" in report and "| Vanilla BiLSTM+CRF |" in report and "| +TE +DA +SEQ |" in report
 
 
 def test_fetch_offline_lists_missing_assets(tmp_path):
