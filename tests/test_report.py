@@ -123,3 +123,12 @@ def test_no_rows_is_an_error(tmp_path, files):
     result, _ = report(tmp_path)
     assert result.exit_code != 0 and "No metrics" in result.output
     assert not (tmp_path / "out" / "toy.md").exists()
+
+
+def test_json_files_that_are_not_rows_are_left_out_with_a_warning(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    (metrics / "teacher_stats.json").write_text(json.dumps({"mean_p1": 0.7}))
+    result, text = report(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "teacher_stats.json" in result.output and "teacher_stats" not in text

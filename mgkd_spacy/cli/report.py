@@ -74,10 +74,16 @@ def _commit() -> str:
 def load_rows(metrics_dir: Path) -> Rows:
     """{row: (P, R, F1)} for the rows in ``metrics_dir`` (spacy evaluate JSON; speed.json aside)."""
     runs: Dict[str, List[dict]] = {}
+    skipped = []
     for path in sorted(metrics_dir.glob("*.json")):
-        if path.stem != "speed":
-            match = SEED_FILE.fullmatch(path.stem)
-            runs.setdefault(match[1] if match else path.stem, []).append(json.loads(path.read_text()))
+        scores = json.loads(path.read_text()) if path.stem != "speed" else None
+        if not (isinstance(scores, dict) and all(key in scores for key in ("ents_p", "ents_r", "ents_f"))):
+            skipped.append(path.name)
+            continue
+        match = SEED_FILE.fullmatch(path.stem)
+        runs.setdefault(match[1] if match else path.stem, []).append(scores)
+    if [name for name in skipped if name != "speed.json"]:
+        msg.warn(f"Not rows (no ents_p/ents_r/ents_f), left out: {', '.join(skipped)}")
     return {row: aggregate(seeds) for row, seeds in sorted(runs.items())}
 
 
