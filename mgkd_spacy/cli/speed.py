@@ -1,5 +1,6 @@
 """``mgkd speed``: words/s, parameter counts and disk size of several pipelines on the same text, in one run."""
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -46,11 +47,12 @@ def speed_cli(
     n_words: int = typer.Option(20000, help="Tag roughly this many words", min=1),
     batch_size: int = typer.Option(64, help="nlp.pipe batch size", min=1),
     threads: int = typer.Option(2, help="torch CPU threads", min=1),
+    repeats: int = typer.Option(3, help="Timed passes over the text per pipeline; words/s is their median", min=1),
     entity_scores: Optional[bool] = typer.Option(
         None, "--entity-scores/--no-entity-scores", help="Switch distilled_ner's per-entity probabilities on/off (default: as configured)"
     ),
 ) -> None:
-    """Tag the same text with each pipeline (warm-up pass first) and record words/s and sizes."""
+    """Tag the same text with each pipeline (a warm-up batch, then ``repeats`` timed passes) and record words/s and sizes."""
     torch.set_num_threads(threads)
     texts, words = [], 0
     for doc in read_docs([data], spacy.blank("xx")):
@@ -65,15 +67,17 @@ def speed_cli(
         for pipe in scored:
             pipe.entity_scores = pipe.entity_scores if entity_scores is None else entity_scores
         list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
-        started = time.perf_counter()
-        n_tokens = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
-        seconds = time.perf_counter() - started
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            n_tokens = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
+            runs.append(n_tokens / (time.perf_counter() - started))
         trainable, total = count_params(nlp)
-        results.append({"model": str(path), "words_per_second": n_tokens / seconds, "words": n_tokens,
+        results.append({"model": str(path), "words_per_second": statistics.median(runs), "runs": runs, "words": n_tokens,
                         "trainable_params": trainable, "total_params": total, "disk_bytes": disk_size(path),
                         "batch_size": batch_size, "threads": threads,
                         "entity_scores": any(pipe.entity_scores for pipe in scored)})
-        msg.info(f"{path}: {n_tokens / seconds:,.0f} words/s, {trainable:,} trainable / {total:,} params")
+        msg.info(f"{path}: {statistics.median(runs):,.0f} words/s (median of {repeats}), {trainable:,} trainable / {total:,} params")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
     msg.good(f"Wrote {output}")
