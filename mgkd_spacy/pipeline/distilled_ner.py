@@ -108,7 +108,7 @@ def make_distilled_ner(
     teacher_k (int): use only the teacher's best ``teacher_k`` sequences (0 = all it stored); the rest is residual.
     spans_key (str): ``doc.spans`` key of the span group holding the predicted entities and their probabilities.
     entity_scores (bool): compute the exact CRF probability of each predicted entity (a forward-backward pass,
-        about 15% of a BiLSTM student's tagging time) and write the entities with their probabilities to
+        about a quarter of a BiLSTM student's tagging time) and write the entities with their probabilities to
         ``doc.spans[spans_key]`` (``attrs["scores"]``). Off by default, like confidences in spaCy's own ``ner``;
         a setting, not a weight, so ``spacy.load(path, config={"components": {name: {"entity_scores": True}}})``
         turns it on for a trained pipeline.
