@@ -76,13 +76,15 @@ def load_rows(metrics_dir: Path) -> Rows:
     runs: Dict[str, List[dict]] = {}
     skipped = []
     for path in sorted(metrics_dir.glob("*.json")):
-        scores = json.loads(path.read_text()) if path.stem != "speed" else None
+        if path.name == "speed.json":
+            continue
+        scores = json.loads(path.read_text())
         if not (isinstance(scores, dict) and all(key in scores for key in ("ents_p", "ents_r", "ents_f"))):
             skipped.append(path.name)
             continue
         match = SEED_FILE.fullmatch(path.stem)
         runs.setdefault(match[1] if match else path.stem, []).append(scores)
-    if [name for name in skipped if name != "speed.json"]:
+    if skipped:
         msg.warn(f"Not rows (no ents_p/ents_r/ents_f), left out: {', '.join(skipped)}")
     return {row: aggregate(seeds) for row, seeds in sorted(runs.items())}
 

@@ -64,20 +64,22 @@ def speed_cli(
     for path in models:
         nlp = spacy.load(path)
         scored = [pipe for _, pipe in nlp.pipeline if hasattr(pipe, "entity_scores")]
-        for pipe in scored:
-            pipe.entity_scores = pipe.entity_scores if entity_scores is None else entity_scores
+        if entity_scores is not None:
+            for pipe in scored:
+                pipe.entity_scores = entity_scores
         list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
         runs = []
         for _ in range(repeats):
             started = time.perf_counter()
             n_tokens = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
             runs.append(n_tokens / (time.perf_counter() - started))
+        words_per_second = statistics.median(runs)
         trainable, total = count_params(nlp)
-        results.append({"model": str(path), "words_per_second": statistics.median(runs), "runs": runs, "words": n_tokens,
+        results.append({"model": str(path), "words_per_second": words_per_second, "runs": runs, "words": n_tokens,
                         "trainable_params": trainable, "total_params": total, "disk_bytes": disk_size(path),
                         "batch_size": batch_size, "threads": threads,
                         "entity_scores": any(pipe.entity_scores for pipe in scored)})
-        msg.info(f"{path}: {statistics.median(runs):,.0f} words/s (median of {repeats}), {trainable:,} trainable / {total:,} params")
+        msg.info(f"{path}: {words_per_second:,.0f} words/s (median of {repeats}), {trainable:,} trainable / {total:,} params")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results, indent=2))
     msg.good(f"Wrote {output}")

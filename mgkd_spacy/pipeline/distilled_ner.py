@@ -53,12 +53,14 @@ class DistilledPrediction:
     """What ``predict`` returns and ``set_annotations`` writes, per doc.
 
     tags (List[List[int]]): best tag sequence (indices into the component's tags).
-    entity_scores (List[List[float]]): exact CRF probability of each entity of the best sequence, in span order
+    entities (List[List[Tuple[int, int, str]]]): the entities of the best sequence, (start, end exclusive, label).
+    entity_scores (List[List[float]]): exact CRF probability of each of those entities, in the same order
         (empty when ``entity_scores`` is off).
     kbest (List[List[Tuple[List[int], float]]]): top-K sequences with their probabilities (empty when disabled).
     """
 
     tags: List[List[int]]
+    entities: List[List[Tuple[int, int, str]]]
     entity_scores: List[List[float]]
     kbest: List[List[Tuple[List[int], float]]]
 
@@ -237,8 +239,7 @@ class DistilledNER(TrainablePipe):
         """Constrained Viterbi paths and, when enabled, each predicted entity's probability and the k-best."""
         docs = list(docs)
         if not any(len(doc) for doc in docs):
-            empty: List = [[] for _ in docs]
-            return DistilledPrediction([[] for _ in docs], [[] for _ in docs], empty)
+            return DistilledPrediction(*([[] for _ in docs] for _ in range(4)))
         batch = self.model.predict(docs)
         transitions, start, end = batch.potentials()
         args = (batch.emissions, batch.lengths, transitions, start, end)
@@ -246,14 +247,11 @@ class DistilledNER(TrainablePipe):
             paths, _ = viterbi(*args)
             lengths = batch.lengths.tolist()
             tags = [paths[i, :n].tolist() for i, n in enumerate(lengths)]
+            tag_names = self.tags
+            entities = [tags_to_spans([tag_names[t] for t in seq], self.cfg["scheme"]) for seq in tags]
             scores: List[List[float]] = [[] for _ in docs]
             if self.entity_scores:
-                tag_names = self.tags
-                spans = [
-                    (i, s, e, label)
-                    for i, seq in enumerate(tags)
-                    for s, e, label in tags_to_spans([tag_names[t] for t in seq], self.cfg["scheme"])
-                ]
+                spans = [(i, s, e, label) for i, doc_entities in enumerate(entities) for s, e, label in doc_entities]
                 probs = entity_log_probs(*args, tag_names, self.cfg["scheme"], spans).exp().tolist()
                 for (i, *_), prob in zip(spans, probs):
                     scores[i].append(prob)
@@ -264,15 +262,14 @@ class DistilledNER(TrainablePipe):
                     for k in range(found.valid.shape[1]):
                         if found.valid[i, k]:
                             kbest[i].append((found.tags[i, k, :n].tolist(), float(found.log_probs[i, k].exp())))
-        return DistilledPrediction(tags, scores, kbest)
+        return DistilledPrediction(tags, entities, scores, kbest)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: DistilledPrediction) -> None:
         """Write ``doc.ents`` and, when enabled, the scored span group ``doc.spans[spans_key]`` and ``doc._.kbest``."""
         tag_names = self.tags
-        scheme = self.cfg["scheme"]
         key = self.cfg["spans_key"]
-        for doc, seq, scores, kbest in zip(docs, predictions.tags, predictions.entity_scores, predictions.kbest):
-            spans = [Span(doc, s, e, label=label) for s, e, label in tags_to_spans([tag_names[t] for t in seq], scheme)]
+        for doc, entities, scores, kbest in zip(docs, predictions.entities, predictions.entity_scores, predictions.kbest):
+            spans = [Span(doc, s, e, label=label) for s, e, label in entities]
             doc.set_ents(spans, default="outside")
             if self.entity_scores:
                 group = SpanGroup(doc, name=key, spans=spans)
