@@ -12,6 +12,7 @@ The score of a sequence y of length n is ``start[y_0] + sum_t emissions[t, y_t] 
 operation. Every probability here is divided by the full partition function Z, never renormalised over the K best.
 Padded tag positions hold ``PAD`` (-1).
 """
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -149,9 +150,72 @@ def _log_partition(emissions: Tensor, lengths: Tensor, transitions: Tensor, star
     n_batch, n_tokens, _ = emissions.shape
     if n_tokens == 0:
         return emissions.new_zeros(n_batch)
+    if not torch.is_grad_enabled() or not any(x.requires_grad for x in (emissions, transitions, start, end)):
+        return _scaled_log_partition(emissions, lengths, transitions, start, end)
+    return _logspace_log_partition(emissions, lengths, transitions, start, end)
+
+
+def _logspace_log_partition(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """log Z by the forward algorithm in log space (differentiable; any finite scores)."""
     alphas = forward_scores(emissions, lengths, transitions, start)
     log_z = _logsumexp(alphas[:, -1] + end[None, :], dim=1)
     return torch.where(lengths > 0, log_z, torch.zeros_like(log_z))
+
+
+# Spread (in nats) below the row maximum that the scaled forward algorithm accepts for its factors; three such
+# factors multiply to exp(-690), still a normal float64 (smallest normal: exp(-708)), so nothing underflows.
+SCALED_SPREAD = 230.0
+
+
+def _scaled_log_partition(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
+    """log Z by the scaled forward algorithm: probabilities in float64, one (B, L) x (L, L) product per step.
+
+    Each step multiplies the normalised forward vector by exp(transitions) and exp(emissions), every factor scaled
+    so that its row maximum is 1, and renormalises. The result is exact to float64 rounding when no factor lies
+    more than ``SCALED_SPREAD`` nats below its row's maximum (then no product underflows); that is checked per
+    sentence, and the sentences that fail it (extreme scores, no allowed sequence) are recomputed in log space.
+    """
+    n_batch, n_tokens, n_tags = emissions.shape
+    device = emissions.device
+    real = torch.arange(n_tokens, device=device)[:, None] < lengths[None, :]
+    # shape: (T, B, L) time-major; padded rows zeroed so garbage there reaches nothing read below
+    scores = torch.where(real[:, :, None], emissions.transpose(0, 1).double(), torch.zeros((), dtype=torch.float64, device=device))
+    moves = transitions.double()
+    # shape: (L,) the largest score into each tag, folded into that tag's emissions
+    into = moves.amax(0)
+    into = torch.where(torch.isfinite(into), into, torch.zeros_like(into))
+    factors = torch.exp(moves - into)
+    scores[1:] += into
+    scores[0] += start.double()
+    # shape: (T, B, 1)
+    top = scores.amax(2, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    scores -= top
+    allowed_moves = torch.isfinite(moves)
+    spread_ok = bool(((moves - into) >= -SCALED_SPREAD)[allowed_moves].all())
+    # shape: (T, B, L) normalised forward vectors; (T, B, 1) their normalisers
+    vectors = torch.exp(scores)
+    norms = torch.ones_like(top)
+    product = torch.empty((n_batch, n_tags), dtype=torch.float64, device=device)
+    for t in range(1, n_tokens):
+        torch.mm(vectors[t - 1], factors, out=product)
+        vectors[t] *= product
+        torch.amax(vectors[t], dim=1, keepdim=True, out=norms[t])
+        vectors[t] /= norms[t]
+    last = (lengths - 1).clamp(min=0)
+    batch = torch.arange(n_batch, device=device)
+    # shape: (B,)
+    scale = (top[:, :, 0] + torch.log(norms[:, :, 0])).cumsum(0)[last, batch]
+    log_z = scale + torch.logsumexp(torch.log(vectors[last, batch]) + end.double(), dim=1)
+    tiny = (vectors > 0) & (vectors < math.exp(-SCALED_SPREAD))
+    steep = torch.isfinite(scores) & (scores < -SCALED_SPREAD)
+    exact = torch.isfinite(log_z) & ~((tiny | steep) & real[:, :, None]).any(2).any(0) & spread_ok
+    log_z = torch.where(lengths > 0, log_z, torch.zeros_like(log_z)).to(emissions.dtype)
+    if bool(exact.all()):
+        return log_z
+    redo = (~exact).nonzero()[:, 0]
+    log_z[redo] = _logspace_log_partition(emissions[redo], lengths[redo], transitions, start, end)
+    return log_z
 
 
 def sequence_score(
@@ -253,55 +317,66 @@ def _backward_best(emissions: Tensor, transitions: Tensor, end: Tensor) -> Tuple
     """
     n_tokens, n_batch, n_tags = emissions.shape
     best = torch.empty_like(emissions)
-    detour = torch.full_like(emissions, float("inf"))
+    # shape: (T, B, L) the best and runner-up continuation of each (s, a); the best one's tag at s + 1
+    head = torch.full_like(emissions, NEG_INF)
+    runner = torch.full_like(emissions, NEG_INF)
     follow = torch.zeros((n_tokens, n_batch, n_tags + 1), dtype=torch.long, device=emissions.device)
+    moves = torch.empty((n_batch, n_tags, n_tags), dtype=emissions.dtype, device=emissions.device)
     torch.add(emissions[-1], end, out=best[-1])
     for s in range(n_tokens - 2, -1, -1):
         # shape: (B, L, L) tag a at s then tag y at s + 1
-        moves = transitions + best[s + 1][:, None, :]
-        head, arg = moves.max(dim=2)
-        torch.add(emissions[s], head, out=best[s])
-        follow[s + 1, :, :n_tags] = arg
-        runner = moves.scatter_(2, arg[:, :, None], NEG_INF).amax(dim=2)
-        torch.nan_to_num(head - runner, nan=float("inf"), posinf=float("inf"), out=detour[s])
+        torch.add(transitions, best[s + 1][:, None, :], out=moves)
+        torch.max(moves, dim=2, out=(head[s], follow[s + 1, :, :n_tags]))
+        torch.add(emissions[s], head[s], out=best[s])
+        torch.amax(moves.scatter_(2, follow[s + 1, :, :n_tags, None], NEG_INF), dim=2, out=runner[s])
+    detour = torch.nan_to_num(head - runner, nan=float("inf"), posinf=float("inf"))
     return best, follow, detour
+
+
+def _detour_cells(n_tokens: int, n_batch: int, n_tags: int, device: torch.device) -> Tensor:
+    """(T, B, L) the pool cell that a detour after tag a at s opens: ``(s + 1) * B + b`` times ``L + 1``, plus a.
+
+    The cell is the flat index of ``follow[s + 1, b, a]``; it names the position, the sentence and the previous tag.
+    """
+    # shape: (T, B, 1) flat (position s + 1, sentence b) node
+    nodes = (torch.arange(1, n_tokens + 1, device=device)[:, None] * n_batch + torch.arange(n_batch, device=device))[:, :, None]
+    return nodes * (n_tags + 1) + torch.arange(n_tags, device=device)
 
 
 def _detour_table(follow: Tensor, detour: Tensor, size: int) -> Tuple[Optional[Tensor], Tensor]:
     """The ``size`` cheapest detours along the best continuation from every (s, l), cheapest first.
 
-    A detour is named by its node ``s * L + a`` (leave the best continuation after tag a at s). Returns (costs,
-    nodes), both (T, B, L, size); for detours of 32 bits or less the two are packed in one int64 (see
-    ``_packed_detour_table``) and costs is None.
+    A detour is named by the pool cell it opens (``_detour_cells``). Returns (costs, cells), both (T, B, L, size);
+    for detours of 32 bits or less the two are packed in one int64 (see ``_packed_detour_table``) and costs is None.
     """
     if detour.dtype.itemsize <= 4:
         return None, _packed_detour_table(follow, detour.float(), size)
     n_tokens, n_batch, n_tags = detour.shape
     costs = torch.full((n_tokens, n_batch, n_tags, size), float("inf"), dtype=detour.dtype, device=detour.device)
-    nodes = torch.zeros((n_tokens, n_batch, n_tags, size), dtype=torch.long, device=detour.device)
+    cells = torch.zeros((n_tokens, n_batch, n_tags, size), dtype=torch.long, device=detour.device)
     floor = torch.full((n_batch, n_tags, 1), NEG_INF, dtype=detour.dtype, device=detour.device)
-    tags = torch.arange(n_tags, device=detour.device)[:, None]
+    opened = _detour_cells(n_tokens, n_batch, n_tags, detour.device)[:, :, :, None]
     for s in range(n_tokens - 2, -1, -1):
         index = follow[s + 1, :, :n_tags, None].expand(n_batch, n_tags, size)
         # shape: (B, L, size) the table of the next node on the best continuation, and it shifted by one
-        cost, node = costs[s + 1].gather(1, index), nodes[s + 1].gather(1, index)
-        shifted, shifted_node = torch.cat([floor, cost[:, :, :-1]], 2), torch.cat([node[:, :, :1], node[:, :, :-1]], 2)
+        cost, cell = costs[s + 1].gather(1, index), cells[s + 1].gather(1, index)
+        shifted, shifted_cell = torch.cat([floor, cost[:, :, :-1]], 2), torch.cat([cell[:, :, :1], cell[:, :, :-1]], 2)
         new = detour[s][:, :, None]
         torch.minimum(cost, torch.maximum(new, shifted), out=costs[s])
-        nodes[s] = torch.where(cost <= new, node, torch.where(shifted <= new, s * n_tags + tags, shifted_node))
-    return costs, nodes
+        cells[s] = torch.where(cost <= new, cell, torch.where(shifted <= new, opened[s], shifted_cell))
+    return costs, cells
 
 
 def _packed_detour_table(follow: Tensor, detour: Tensor, size: int) -> Tensor:
-    """``_detour_table`` for float32 detours: (T, B, L, 1 + size) int64 ``cost bits << 32 | node``, slot 0 a floor.
+    """``_detour_table`` for float32 detours: (T, B, L, 1 + size) int64 ``cost bits << 32 | cell``, slot 0 a floor.
 
-    Costs are >= 0, so their bits order like the costs and one min/max keeps cost and node together.
+    Costs are >= 0, so their bits order like the costs and one min/max keeps cost and cell together.
     """
     n_tokens, n_batch, n_tags = detour.shape
-    nodes = torch.arange(n_tokens * n_tags, device=detour.device).view(n_tokens, 1, n_tags)
+    cells = _detour_cells(n_tokens, n_batch, n_tags, detour.device)
     # shape: (T, B, L, 1)
-    packed = ((detour.view(torch.int32).long() << 32) | nodes)[:, :, :, None]
-    # cost +inf at node 0: no detour
+    packed = ((detour.view(torch.int32).long() << 32) | cells)[:, :, :, None]
+    # cost +inf at cell 0: no detour
     none = torch.tensor(float("inf")).view(torch.int32).long() << 32
     table = torch.full((n_tokens, n_batch, n_tags, 1 + size), int(none), device=detour.device)
     table[:, :, :, 0] = torch.iinfo(torch.long).min
@@ -314,12 +389,12 @@ def _packed_detour_table(follow: Tensor, detour: Tensor, size: int) -> Tensor:
     return table
 
 
-def _lookup_detours(table: Tuple[Optional[Tensor], Tensor], index: Tensor) -> Tuple[Tensor, Tensor]:
-    """(B, size) costs and nodes of the cheapest detours from each sentence's node (a flat (T * B * L) index)."""
-    costs, nodes = table
+def _lookup_detours(table: Tuple[Optional[Tensor], Tensor], index: Tensor, count: int) -> Tuple[Tensor, Tensor]:
+    """(B, count) costs and cells of the cheapest detours from each sentence's node (a flat (T * B * L) index)."""
+    costs, cells = table
     if costs is not None:
-        return costs.flatten(0, 2).index_select(0, index), nodes.flatten(0, 2).index_select(0, index)
-    packed = nodes.flatten(0, 2).index_select(0, index)[:, 1:]
+        return costs.flatten(0, 2).index_select(0, index)[:, :count], cells.flatten(0, 2).index_select(0, index)[:, :count]
+    packed = cells.flatten(0, 2).index_select(0, index)[:, 1:1 + count]
     return (packed >> 32).int().view(torch.float32), packed & 0xFFFFFFFF
 
 
@@ -331,62 +406,65 @@ def _pop_kbest(
 
     A pool item is the set of paths that copy path ``parent`` before position ``pos``, have tag ``pred`` at
     ``pos - 1`` (``pred = L``: the start) and the tag of rank >= ``rank`` at ``pos`` (ranked by the best complete
-    score; rank 0 is the best continuation); its key is the best score in the set. Popping an item yields its best
-    path, and its remainder splits into the next rank at ``pos`` and one detour per later node on the best
-    continuation, of which only the cheapest (``table``) can still be popped.
+    score; rank 0 is the best continuation); its key is the best score in the set, and (pos, pred) is stored as
+    the cell ``(pos * B + b) * (L + 1) + pred``. Popping an item yields its best path, and its remainder splits into
+    the next rank at ``pos`` and one detour per later node on the best continuation, of which only the cheapest
+    (``table``) can still be popped.
     Returns (B, K) scores (descending), and (B, K) position, tag and parent of each path's last choice.
     """
     n_tokens, n_batch, n_tags = best.shape
     device = best.device
     batch = torch.arange(n_batch, device=device)
     size = table[1].shape[-1] - (table[0] is None)
-    # shape: (L + 1, L) transitions, and the start scores as row L
-    moves = torch.cat([transitions, start[None, :]])
-    floor = torch.full((n_batch, 1), NEG_INF, dtype=best.dtype, device=device)
+    # shape: (L + 1, L + 1) transitions with the start scores as row L; column L a never-chosen -inf tag
+    moves = torch.cat([torch.cat([transitions, start[None, :]]), torch.full((n_tags + 1, 1), NEG_INF, dtype=best.dtype, device=device)], 1)
+    # shape: (T * B, L + 1)
+    suffix = torch.cat([best, best.new_zeros(n_tokens, n_batch, 1)], 2).view(-1, n_tags + 1)
+    follow_flat = follow.view(-1)
     # pop i pushes its next rank and its detours, of which only the K - 1 - i cheapest can still be popped
     pushed = [1 + min(size, k - 1 - i) for i in range(k - 1)]
-    # shape: (B, Q) keys and (B, 4, Q) pos, pred, rank, parent of the pool: item 0 is every path, then the items
+    # shape: (B, Q) keys and (B, 3, Q) cell, rank, parent of the pool: item 0 is every path, then the items
     # pushed by each pop (rank 1 and parent = that pop, except for the next rank)
     keys = torch.full((n_batch, 1 + sum(pushed)), NEG_INF, dtype=best.dtype, device=device)
-    items = torch.zeros((n_batch, 4, keys.shape[1]), dtype=torch.long, device=device)
-    items[:, 2, 1:] = 1
-    items[:, 3, 1:] = torch.repeat_interleave(torch.tensor(pushed, device=device, dtype=torch.long))
-    items[:, 0, 0], items[:, 1, 0] = root, n_tags
+    items = torch.zeros((n_batch, 3, keys.shape[1]), dtype=torch.long, device=device)
+    items[:, 1, 1:] = 1
+    items[:, 2, 1:] = torch.repeat_interleave(torch.tensor(pushed, device=device, dtype=torch.long))
+    items[:, 0, 0] = (root * n_batch + batch) * (n_tags + 1) + n_tags
     keys[:, 0], follow[root, batch, n_tags] = (start + best[root, batch]).max(dim=1)
-    next_rank = torch.tensor([0, 0, 1, 0], device=device)
+    next_rank = torch.tensor([0, 1, 0], device=device)
+    rank_limit = torch.tensor([n_tags - 1, n_tags], device=device)
     found = torch.empty((n_batch, k), dtype=best.dtype, device=device)
-    # shape: (B, K, 3) position, tag, parent of each popped path
+    # shape: (B, K, 3) node (pos * B + b), tag, parent of each popped path
     steps = torch.empty((n_batch, k, 3), dtype=torch.long, device=device)
     for i in range(k):
         # shape: (B, 1)
         key, slot = keys.max(dim=1, keepdim=True)
         keys.scatter_(1, slot, NEG_INF)
-        # shape: (B, 4)
-        item = items.gather(2, slot[:, None, :].expand(n_batch, 4, 1))[:, :, 0]
-        pos, pred, rank, parent = item.unbind(1)
-        node = pos * n_batch + batch
-        # shape: (B, L) best complete score through each tag at pos; the best continuation ranks first
-        scores = moves.index_select(0, pred) + best.view(-1, n_tags).index_select(0, node)
-        lead = follow.view(-1).index_select(0, node * (n_tags + 1) + pred)
-        order = scores.scatter(1, lead[:, None], float("inf")).argsort(dim=1, descending=True, stable=True)
-        # shape: (B, L + 1) the scores in rank order, then -inf; (B, 2) those of ranks rank and rank + 1
-        ranked = torch.cat([scores.gather(1, order), floor], dim=1)
-        pair = ranked.gather(1, torch.stack([rank, rank + 1], dim=1))
-        tag = order.gather(1, rank[:, None])[:, 0]
+        # shape: (B, 3)
+        item = items.gather(2, slot[:, None, :].expand(n_batch, 3, 1)).view(n_batch, 3)
+        cell, rank, parent = item.unbind(1)
+        node, pred = cell.div(n_tags + 1, rounding_mode="floor"), cell.remainder(n_tags + 1)
+        # shape: (B, L + 1) best complete score through each tag at pos, ranked; the best continuation ranks first
+        scores = moves.index_select(0, pred) + suffix.index_select(0, node)
+        scores.scatter_(1, follow_flat.index_select(0, cell)[:, None], float("inf"))
+        ranked, order = scores.sort(dim=1, descending=True, stable=True)
+        # shape: (B, 2) ranks rank and rank + 1 (clamped for the -inf items popped when fewer than K paths exist)
+        ranks = torch.stack([rank, rank + 1], dim=1).clamp(max=rank_limit)
+        tag = order.gather(1, ranks[:, :1])
         found[:, i] = key[:, 0]
-        steps[:, i] = torch.stack([pos, tag, parent], dim=1)
+        steps[:, i] = torch.stack([node, tag[:, 0], parent], dim=1)
         if i == k - 1:
             break
+        # shape: (B, 2) scores of the two ranks (rank 0, only popped first, scores +inf: use the key)
+        pair = ranked.gather(1, ranks)
+        gap = torch.nan_to_num((key if i == 0 else pair[:, :1]) - pair[:, 1:], nan=float("inf"), posinf=float("inf"))
         first, count = 1 + sum(pushed[:i]), pushed[i] - 1
-        gap = torch.nan_to_num(pair[:, :1] - pair[:, 1:], nan=float("inf"), posinf=float("inf"))
         keys[:, first] = (key - gap)[:, 0]
         items[:, :, first] = item + next_rank
-        # shape: (B, count)
-        cost, detour = (x[:, :count] for x in _lookup_detours(table, node * n_tags + tag))
+        cost, opened = _lookup_detours(table, node * n_tags + tag[:, 0], count)
         keys[:, first + 1:first + 1 + count] = key - cost
-        items[:, 0, first + 1:first + 1 + count] = detour // n_tags + 1
-        items[:, 1, first + 1:first + 1 + count] = detour % n_tags
-    return found, steps[:, :, 0], steps[:, :, 1], steps[:, :, 2]
+        items[:, 0, first + 1:first + 1 + count] = opened
+    return found, steps[:, :, 0].div(n_batch, rounding_mode="floor"), steps[:, :, 1], steps[:, :, 2]
 
 
 def _trace_paths(follow: Tensor, pos: Tensor, tag: Tensor, parent: Tensor) -> Tensor:
@@ -444,9 +522,9 @@ def _kbest_search(
 def viterbi(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tuple[Tensor, Tensor]:
     """Best tag sequence per sentence: (B, T) tags (``PAD``-padded) and (B,) scores (-inf if none is allowed)."""
     lengths = check_inputs(emissions, lengths, transitions, start, end)
-    with torch.no_grad():
+    with torch.inference_mode():  # as in kbest_viterbi
         scores, paths = _kbest_search(emissions, lengths, transitions, start, end, 1)
-    return paths[:, 0], scores[:, 0]
+    return paths[:, 0].clone(), scores[:, 0].clone()
 
 
 def kbest_viterbi(
@@ -456,12 +534,14 @@ def kbest_viterbi(
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an integer >= 1; got {k!r}.")
     lengths = check_inputs(emissions, lengths, transitions, start, end)
-    with torch.no_grad():
+    # Inference mode skips autograd's bookkeeping on the many small ops; the results are cloned out of it so that
+    # they can still be used as constants in a loss.
+    with torch.inference_mode():
         scores, paths = _kbest_search(emissions, lengths, transitions, start, end, k)
         log_z = _log_partition(emissions, lengths, transitions, start, end)
-    valid = torch.isfinite(scores)
-    log_probs = torch.where(valid, scores - log_z[:, None], torch.full_like(scores, NEG_INF))
-    return KBest(tags=paths, scores=scores, log_probs=log_probs, valid=valid)
+        valid = torch.isfinite(scores)
+        log_probs = torch.where(valid, scores - log_z[:, None], torch.full_like(scores, NEG_INF))
+    return KBest(tags=paths.clone(), scores=scores.clone(), log_probs=log_probs.clone(), valid=valid.clone())
 
 
 def marginals(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:

@@ -14,6 +14,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mgkd_spacy.crf import ops
 from mgkd_spacy.crf import (
     PAD, SCHEMES, Constraints, build_constraints, constrain, entity_log_probs, kbest_viterbi, log1mexp, log_partition,
     log_residual, marginals, nll, sequence_score, tags_for_labels, viterbi, window_log_probs,
@@ -530,6 +531,56 @@ def test_float32_agrees_with_float64():
     assert torch.allclose(log_partition(*low).double(), log_partition(*high), atol=1e-4)
     assert torch.allclose(marginals(*low).double(), marginals(*high), atol=1e-5)
     assert torch.allclose(kbest_viterbi(*low, 8).log_probs.double(), kbest_viterbi(*high, 8).log_probs, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scheme", ["BIO", "BILUO", "BMES"])
+def test_scaled_log_partition_is_exact_without_fallback(monkeypatch, scheme, dtype):
+    """Ordinary scores (here up to ~20 nats apart) take the matrix-product path alone and match enumeration."""
+    _, _, emissions, lengths, potentials, _ = scheme_batch(scheme, 21, [6, 1, 0, 4, 5], dtype, scale=4.0)
+
+    def no_fallback(*args):
+        raise AssertionError("the scaled forward algorithm fell back to log space on ordinary scores")
+
+    monkeypatch.setattr(ops, "_logspace_log_partition", no_fallback)
+    log_z = log_partition(emissions, lengths, *potentials)
+    assert log_z.dtype == dtype
+    for b, n in enumerate(lengths.tolist()):
+        assert float(log_z[b]) == pytest.approx(enumerate_sentence(emissions[b], n, *potentials).log_z, abs=TOL[dtype][0])
+
+
+def spy_on_log_space(monkeypatch) -> List[List[int]]:
+    """Record the lengths of every batch that the scaled forward algorithm hands back to log space."""
+    seen = []
+    logspace = ops._logspace_log_partition
+
+    def spy(emissions, lengths, *rest):
+        seen.append(lengths.tolist())
+        return logspace(emissions, lengths, *rest)
+
+    monkeypatch.setattr(ops, "_logspace_log_partition", spy)
+    return seen
+
+
+def test_scaled_log_partition_recomputes_only_steep_sentences(monkeypatch):
+    _, _, emissions, lengths, potentials, _ = scheme_batch("BIO", 5, [5, 4, 3, 6])
+    emissions[1, 2, 0] = 300.0  # 300 nats above the other tags: past SCALED_SPREAD
+    seen = spy_on_log_space(monkeypatch)
+    log_z = log_partition(emissions, lengths, *potentials)
+    assert seen == [[4]]
+    for b, n in enumerate(lengths.tolist()):
+        assert float(log_z[b]) == pytest.approx(enumerate_sentence(emissions[b], n, *potentials).log_z, abs=1e-9)
+
+
+def test_scaled_log_partition_recomputes_only_impossible_sentences(monkeypatch):
+    n_tags = 3
+    no_moves = Constraints(torch.zeros(n_tags, n_tags, dtype=torch.bool), torch.ones(n_tags, dtype=torch.bool),
+                           torch.ones(n_tags, dtype=torch.bool))
+    emissions, lengths, potentials, _, _ = random_crf(3, [1, 3, 0, 2], n_tags, constraints=no_moves)
+    seen = spy_on_log_space(monkeypatch)
+    log_z = log_partition(emissions, lengths, *potentials)
+    assert seen == [[3, 2]]
+    assert math.isfinite(float(log_z[0])) and log_z[1:].tolist() == [NEG_INF, 0.0, NEG_INF]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
