@@ -378,8 +378,10 @@ def _packed_detour_table(follow: Tensor, detour: Tensor, size: int) -> Tensor:
     packed = ((detour.view(torch.int32).long() << 32) | cells)[:, :, :, None]
     # cost +inf at cell 0: no detour
     none = torch.tensor(float("inf")).view(torch.int32).long() << 32
-    table = torch.full((n_tokens, n_batch, n_tags, 1 + size), int(none), device=detour.device)
+    # rows s < T - 1 are written below, all but their floor slot 0
+    table = torch.empty((n_tokens, n_batch, n_tags, 1 + size), dtype=torch.long, device=detour.device)
     table[:, :, :, 0] = torch.iinfo(torch.long).min
+    table[-1, :, :, 1:] = int(none)
     # shape: (T, B * L) row of the next node on the best continuation in a flattened (B * L, 1 + size) table
     rows = (follow[:, :, :n_tags] + n_tags * torch.arange(n_batch, device=detour.device)[:, None]).view(n_tokens, -1)
     for s in range(n_tokens - 2, -1, -1):
@@ -433,9 +435,8 @@ def _pop_kbest(
     keys[:, 0], follow[root, batch, n_tags] = (start + best[root, batch]).max(dim=1)
     next_rank = torch.tensor([0, 1, 0], device=device)
     rank_limit = torch.tensor([n_tags - 1, n_tags], device=device)
-    found = torch.empty((n_batch, k), dtype=best.dtype, device=device)
-    # shape: (B, K, 3) node (pos * B + b), tag, parent of each popped path
-    steps = torch.empty((n_batch, k, 3), dtype=torch.long, device=device)
+    # per pop, (B, 1) score and (B,) node (pos * B + b), tag, parent of the popped path
+    found, nodes, tags, parents = [], [], [], []
     for i in range(k):
         # shape: (B, 1)
         key, slot = keys.max(dim=1, keepdim=True)
@@ -451,20 +452,22 @@ def _pop_kbest(
         # shape: (B, 2) ranks rank and rank + 1 (clamped for the -inf items popped when fewer than K paths exist)
         ranks = torch.stack([rank, rank + 1], dim=1).clamp(max=rank_limit)
         tag = order.gather(1, ranks[:, :1])
-        found[:, i] = key[:, 0]
-        steps[:, i] = torch.stack([node, tag[:, 0], parent], dim=1)
+        found.append(key)
+        nodes.append(node)
+        tags.append(tag[:, 0])
+        parents.append(parent)
         if i == k - 1:
             break
         # shape: (B, 2) scores of the two ranks (rank 0, only popped first, scores +inf: use the key)
         pair = ranked.gather(1, ranks)
         gap = torch.nan_to_num((key if i == 0 else pair[:, :1]) - pair[:, 1:], nan=float("inf"), posinf=float("inf"))
         first, count = 1 + sum(pushed[:i]), pushed[i] - 1
-        keys[:, first] = (key - gap)[:, 0]
-        items[:, :, first] = item + next_rank
         cost, opened = _lookup_detours(table, node * n_tags + tag[:, 0], count)
-        keys[:, first + 1:first + 1 + count] = key - cost
+        keys[:, first:first + 1 + count] = key - torch.cat([gap, cost], 1)
+        items[:, :, first] = item + next_rank
         items[:, 0, first + 1:first + 1 + count] = opened
-    return found, steps[:, :, 0].div(n_batch, rounding_mode="floor"), steps[:, :, 1], steps[:, :, 2]
+    return (torch.cat(found, 1), torch.stack(nodes, 1).div(n_batch, rounding_mode="floor"), torch.stack(tags, 1),
+            torch.stack(parents, 1))
 
 
 def _trace_paths(follow: Tensor, pos: Tensor, tag: Tensor, parent: Tensor) -> Tensor:
