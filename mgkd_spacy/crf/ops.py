@@ -347,11 +347,12 @@ def _detour_table(follow: Tensor, detour: Tensor, size: int) -> Tuple[Optional[T
     """The ``size`` cheapest detours along the best continuation from every (s, l), cheapest first.
 
     A detour is named by the pool cell it opens (``_detour_cells``). Returns (costs, cells), both (T, B, L, size);
-    for detours of 32 bits or less the two are packed in one int64 (see ``_packed_detour_table``) and costs is None.
+    when costs and cells both fit in 32 bits they are packed in one int64 (see ``_packed_detour_table``) and costs
+    is None.
     """
-    if detour.dtype.itemsize <= 4:
-        return None, _packed_detour_table(follow, detour.float(), size)
     n_tokens, n_batch, n_tags = detour.shape
+    if detour.dtype.itemsize <= 4 and (n_tokens + 1) * n_batch * (n_tags + 1) < 2**32:
+        return None, _packed_detour_table(follow, detour.float(), size)
     costs = torch.full((n_tokens, n_batch, n_tags, size), float("inf"), dtype=detour.dtype, device=detour.device)
     cells = torch.zeros((n_tokens, n_batch, n_tags, size), dtype=torch.long, device=detour.device)
     floor = torch.full((n_batch, n_tags, 1), NEG_INF, dtype=detour.dtype, device=detour.device)
