@@ -132,4 +132,3 @@ def test_json_files_that_are_not_rows_are_left_out_with_a_warning(tmp_path):
     result, text = report(tmp_path)
     assert result.exit_code == 0, result.output
     assert "teacher_stats.json" in result.output and "teacher_stats" not in text
-

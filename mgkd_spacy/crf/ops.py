@@ -179,7 +179,7 @@ def _scaled_log_partition(emissions: Tensor, lengths: Tensor, transitions: Tenso
     device = emissions.device
     real = torch.arange(n_tokens, device=device)[:, None] < lengths[None, :]
     # shape: (T, B, L) time-major; padded rows zeroed so garbage there reaches nothing read below
-    scores = torch.where(real[:, :, None], emissions.transpose(0, 1).double(), torch.zeros((), dtype=torch.float64, device=device))
+    scores = _zero_padding(emissions, lengths).transpose(0, 1).double()
     moves = transitions.double()
     # shape: (L,) the largest score into each tag, folded into that tag's emissions
     into = moves.amax(0)
