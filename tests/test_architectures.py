@@ -99,3 +99,24 @@ def test_packed_encoder_handles_batches_without_tokens(lengths):
 def test_odd_width_is_refused():
     with pytest.raises(ValueError, match="even"):
         build_bilstm_encoder(input_width=5, width=7)
+
+
+def test_bfloat16_inference_tags_close_to_float32_and_leaves_training_in_float32():
+    rng = numpy.random.default_rng(2)
+    X = _docs(rng, (7, 0, 3, 12), 16)
+    exact = build_bilstm_encoder(input_width=16, width=32)
+    exact.initialize(X=X)
+    lowered = build_bilstm_encoder(input_width=16, width=32, inference_dtype="bfloat16")
+    lowered.initialize(X=X)
+    lowered.from_bytes(exact.to_bytes())
+    for y, z in zip(exact.predict(X), lowered.predict(X)):
+        assert z.dtype == numpy.float32 and z.shape == y.shape
+        # bfloat16 keeps 8 bits of mantissa: close to float32, but not equal (so the setting is really applied)
+        assert numpy.allclose(y, z, atol=0.03) and (y.size == 0 or not numpy.array_equal(y, z))
+    for (y, _), (z, _) in zip([exact.begin_update(X)], [lowered.begin_update(X)]):
+        assert all(numpy.array_equal(a, b) for a, b in zip(y, z))
+
+
+def test_unknown_inference_dtype_is_refused():
+    with pytest.raises(ValueError, match="inference_dtype must be one of"):
+        build_bilstm_encoder(input_width=5, width=8, inference_dtype="float16")

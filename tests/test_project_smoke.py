@@ -23,13 +23,15 @@ def test_smoke_workflow(tmp_path):
     env = {**os.environ, "MGKD_DATA_MIRROR": str(MIRROR), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([sys.executable, "-m", "spacy", "project", "run", "smoke", str(tmp_path)], check=True, env=env)
-    for row in ("teacher", "vanilla", "te_seq", "te_da_seq"):
+    for row in ("teacher", "vanilla", "te_seq", "te_da_seq", "te_da_seq_bf16"):
         scores = json.loads((tmp_path / "metrics" / "smoke" / f"{row}.json").read_text())
         assert 0.0 <= scores["ents_f"] <= 1.0
     speed = json.loads((tmp_path / "metrics" / "smoke" / "speed.json").read_text())
-    assert len(speed) == 3 and all(r["words_per_second"] > 0 for r in speed)
+    assert len(speed) == 4 and all(r["words_per_second"] > 0 for r in speed)
+    assert [r["lstm_precision"] for r in speed] == [None, "float32", "float32", "bfloat16"]
     report = (tmp_path / "reports" / "smoke.md").read_text()
     assert "## Table 1: main results" in report and "| Vanilla BiLSTM+CRF |" in report and "| +TE +DA +SEQ |" in report
+    assert "| +TE +DA +SEQ, bfloat16 |" in report
 
 
 def test_fetch_offline_lists_missing_assets(tmp_path):

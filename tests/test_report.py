@@ -100,18 +100,29 @@ def test_unknown_rows_are_listed_under_other_rows(tmp_path):
     assert "| mystery | 71.00 ± 1.41 (n=2) |" in other and "vanilla" not in other
 
 
+def test_bfloat16_copies_have_their_own_table(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "te_da_seq", 0.88, 0.86, 0.87)
+    write(metrics, "te_da_seq_bf16", 0.881, 0.861, 0.871)
+    _, text = report(tmp_path)
+    precision = section(text, "Tagging precision")
+    assert "| +TE +DA +SEQ, float32 | 88.00 | 86.00 | 87.00 |" in precision
+    assert "| +TE +DA +SEQ, bfloat16 | 88.10 | 86.10 | 87.10 |" in precision
+    assert "## Other rows" not in text
+
+
 def test_speed_table_is_relative_to_the_teacher(tmp_path):
     metrics = tmp_path / "metrics"
     write(metrics, "vanilla", 0.80, 0.80, 0.80)
     common = {"words": 1000, "disk_bytes": 9_400_000, "batch_size": 64, "threads": 2}
     speed = [{"model": "training/toy/vanilla/model-best", "words_per_second": 12345.6, "trainable_params": 1234567,
-              "total_params": 2345678, "entity_scores": True, **common},
+              "total_params": 2345678, "entity_scores": True, "lstm_precision": "bfloat16", **common},
              {"model": "training/toy/teacher/model-best", "words_per_second": 3086.4, "trainable_params": 1, "total_params": 1, **common}]
     (metrics / "speed.json").write_text(json.dumps(speed))
     _, text = report(tmp_path)
     table = section(text, "Table 4: efficiency")
-    assert "| training/toy/vanilla/model-best | 12,346 | 4.00x | 1,234,567 | 2,345,678 | 9.4 | 64 | 2 | yes |" in table
-    assert "| training/toy/teacher/model-best | 3,086 | 1.00x |" in table and table.rstrip().endswith("| no |")
+    assert "| training/toy/vanilla/model-best | 12,346 | 4.00x | 1,234,567 | 2,345,678 | 9.4 | 64 | 2 | yes | bfloat16 |" in table
+    assert "| training/toy/teacher/model-best | 3,086 | 1.00x |" in table and table.rstrip().endswith("| no | - |")
     assert "## Other rows" not in text  # speed.json is not a row
 
 

@@ -6,6 +6,7 @@ from .convert import app as convert_app
 from .corpus import sample_cli
 from .evaluate import evaluate_cli
 from .fetch import fetch_cli
+from .precision import precision_cli
 from .report import report_cli
 from .speed import speed_cli
 
@@ -16,4 +17,5 @@ app.command("sample")(sample_cli)
 app.command("annotate")(annotate_cli)
 app.command("evaluate")(evaluate_cli)
 app.command("speed")(speed_cli)
+app.command("precision")(precision_cli)
 app.command("report")(report_cli)

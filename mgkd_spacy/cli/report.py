@@ -46,6 +46,11 @@ SECTIONS = (
     Section("Figure 5: F1 vs unlabeled sentences", "TE +DA +SEQ with N teacher-annotated unlabeled sentences (rows da<N>); "
             "te_seq stands in for N=0, te_da_seq (all annotated sentences, --unlabeled-all) for that N.",
             (("da0", "0"), ("da2000", "2000"), ("da10000", "10000"), ("da30000", "30000")), figure=("unlabeled sentences", "da")),
+    Section("Tagging precision", "The same students tagging with their BiLSTM in float32 and in bfloat16 (`mgkd precision`, rows "
+            "<row>_bf16); their words/s are in Table 4.", (
+        ("te_seq", "+TE +SEQ, float32"), ("te_seq_bf16", "+TE +SEQ, bfloat16"),
+        ("te_da_seq", "+TE +DA +SEQ, float32"), ("te_da_seq_bf16", "+TE +DA +SEQ, bfloat16"),
+    )),
 )
 
 
@@ -150,12 +155,13 @@ def speed_table(speed: List[dict]) -> List[str]:
     """Table 4 from speed.json, speed relative to the teacher (or else the first pipeline)."""
     reference = next((r for r in speed if r["model"].rstrip("/").endswith("teacher/model-best")), speed[0])
     lines = ["## Table 4: efficiency", "", f"Inference speed relative to `{reference['model']}`; disk MB = 10^6 bytes.", "",
-             "| pipeline | words/s | relative speed | trainable params | total params | disk MB | batch size | threads | entity scores |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| pipeline | words/s | relative speed | trainable params | total params | disk MB | batch size | threads | entity scores | BiLSTM precision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in speed:
         relative = r["words_per_second"] / reference["words_per_second"]
         lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative:.2f}x | {r['trainable_params']:,} | {r['total_params']:,} "
-                     f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} | {'yes' if r.get('entity_scores') else 'no'} |")
+                     f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} | {'yes' if r.get('entity_scores') else 'no'} "
+                     f"| {r.get('lstm_precision') or '-'} |")
     return lines + [""]
 
 

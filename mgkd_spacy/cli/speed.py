@@ -11,6 +11,7 @@ import typer
 from spacy.language import Language
 from wasabi import msg
 
+from ..precision import inference_dtypes
 from ..readers import read_docs
 
 
@@ -77,7 +78,7 @@ def speed_cli(
         trainable, total = count_params(nlp)
         results.append({"model": str(path), "words_per_second": words_per_second, "runs": runs, "words": n_tokens,
                         "trainable_params": trainable, "total_params": total, "disk_bytes": disk_size(path),
-                        "batch_size": batch_size, "threads": threads,
+                        "batch_size": batch_size, "threads": threads, "lstm_precision": ", ".join(inference_dtypes(nlp)) or None,
                         "entity_scores": any(pipe.entity_scores for pipe in scored)})
         msg.info(f"{path}: {words_per_second:,.0f} words/s (median of {repeats}), {trainable:,} trainable / {total:,} params")
     output.parent.mkdir(parents=True, exist_ok=True)

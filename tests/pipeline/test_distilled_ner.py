@@ -1,5 +1,4 @@
 """The distilled_ner component: training, prediction, confidence, serialization, bad input."""
-import numpy
 import pytest
 import spacy
 from spacy.lang.en import English

@@ -1,0 +1,26 @@
+"""``mgkd precision``: a copy of a student pipeline that tags in another precision (e.g. bfloat16 on CPU)."""
+from pathlib import Path
+
+import typer
+from wasabi import msg
+
+from ..architectures import INFERENCE_DTYPES
+from ..precision import load_with_inference_dtype
+
+
+def precision_cli(
+    model: Path = typer.Argument(..., exists=True, file_okay=False, help="Student pipeline directory"),
+    output: Path = typer.Argument(..., help="Directory to write the copy to"),
+    inference_dtype: str = typer.Option(..., "--inference-dtype", help=f"One of {', '.join(sorted(INFERENCE_DTYPES))}"),
+) -> None:
+    """Write ``model`` to ``output`` with its BiLSTM set to tag in ``--inference-dtype`` (weights unchanged).
+
+    Same as loading it with ``spacy.load(model, config={"<encoder block>.inference_dtype": ...})``.
+    """
+    try:
+        nlp = load_with_inference_dtype(model, inference_dtype)
+    except ValueError as err:
+        msg.fail(str(err), exits=1)
+    output.mkdir(parents=True, exist_ok=True)
+    nlp.to_disk(output)
+    msg.good(f"Wrote {output} (BiLSTM tagging in {inference_dtype})")

@@ -1,0 +1,62 @@
+"""``mgkd precision`` and its loader: a student copy that tags in bfloat16, refused where there is no BiLSTM."""
+import numpy
+import pytest
+import spacy
+from spacy.lang.en import English
+
+from mgkd_spacy.cli.precision import precision_cli
+from mgkd_spacy.precision import encoder_sections, inference_dtypes, load_with_inference_dtype
+
+from .pipeline.test_distilled_ner import TRAIN_DATA, make_examples, make_nlp, train
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    path = tmp_path_factory.mktemp("precision") / "student"
+    nlp = make_nlp()
+    train(nlp, make_examples(nlp), steps=20)
+    nlp.to_disk(path)
+    return path
+
+
+def vectors(nlp, texts):
+    """The BiLSTM's output vectors for each text."""
+    return nlp.get_pipe("distilled_ner").model.get_ref("tok2vec").predict([nlp.make_doc(text) for text in texts])
+
+
+def test_copy_tags_in_bfloat16_with_the_same_weights(student, tmp_path):
+    copy = tmp_path / "bf16" / "model-best"  # parent folders are created, as for project outputs
+    precision_cli(student, copy, inference_dtype="bfloat16")
+    exact, lowered = spacy.load(student), spacy.load(copy)
+    assert inference_dtypes(exact) == ["float32"] and inference_dtypes(lowered) == ["bfloat16"]
+    assert (copy / "distilled_ner" / "model").read_bytes() == (student / "distilled_ner" / "model").read_bytes()
+    texts = [text for text, _ in TRAIN_DATA]
+    a, b = vectors(exact, texts), vectors(lowered, texts)
+    assert all(numpy.allclose(x, y, atol=0.05) for x, y in zip(a, b)) and not all(numpy.array_equal(x, y) for x, y in zip(a, b))
+    assert [[(e.text, e.label_) for e in doc.ents] for doc in lowered.pipe(texts)] == [
+        [(e.text, e.label_) for e in doc.ents] for doc in exact.pipe(texts)
+    ]
+
+
+def test_every_encoder_block_is_found():
+    config = {"components": {"a": {"model": {"encode": {"@architectures": "mgkd.BiLSTMEncoder.v2", "inference_dtype": "bfloat16"}}},
+                             "b": {"model": {"tok2vec": {"encode": {"@architectures": "mgkd.BiLSTMEncoder.v2"}}}},
+                             "c": {"model": {"@architectures": "spacy.TransitionBasedParser.v2"}}}}
+    assert list(encoder_sections(config)) == ["components.a.model.encode", "components.b.model.tok2vec.encode"]
+
+
+def test_pipeline_without_a_bilstm_encoder_is_refused(tmp_path):
+    nlp = English()
+    nlp.add_pipe("ner")
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "cnn")
+    with pytest.raises(ValueError, match="no mgkd.BiLSTMEncoder.v2 block"):
+        load_with_inference_dtype(tmp_path / "cnn", "bfloat16")
+    with pytest.raises(SystemExit):
+        precision_cli(tmp_path / "cnn", tmp_path / "out", inference_dtype="bfloat16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_precision_is_refused(student, tmp_path):
+    with pytest.raises(ValueError, match="inference_dtype must be one of"):
+        load_with_inference_dtype(student, "float16")
