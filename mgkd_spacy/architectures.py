@@ -36,6 +36,13 @@ def build_crf_tagger(tok2vec: Model[List[Doc], List[Floats2d]], nO: Optional[int
 INFERENCE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
+def inference_torch_dtype(name: str) -> Optional[torch.dtype]:
+    """The torch dtype of an ``inference_dtype`` name (None: no autocast); ValueError naming the choices if unknown."""
+    if name not in INFERENCE_DTYPES:
+        raise ValueError(f"inference_dtype must be one of {sorted(INFERENCE_DTYPES)}; got {name!r}.")
+    return INFERENCE_DTYPES[name]
+
+
 @registry.architectures("mgkd.BiLSTMEncoder.v2")
 def build_bilstm_encoder(
     input_width: int, width: int = 600, depth: int = 1, dropout: float = 0.0, inference_dtype: str = "float32"
@@ -52,10 +59,8 @@ def build_bilstm_encoder(
     vectors are exactly those it gets alone, whatever it is batched with, and no time is spent on padded steps.
     The LSTM weights are saved as safetensors, so loading a pipeline never unpickles.
     """
-    if inference_dtype not in INFERENCE_DTYPES:
-        raise ValueError(f"inference_dtype must be one of {sorted(INFERENCE_DTYPES)}; got {inference_dtype!r}.")
     lstm = PyTorchRNNWrapper(
-        PackedBiLSTM(input_width, _hidden_size(width), depth, dropout, INFERENCE_DTYPES[inference_dtype]),
+        PackedBiLSTM(input_width, _hidden_size(width), depth, dropout, inference_torch_dtype(inference_dtype)),
         convert_inputs=_padded_to_torch,
     )
     lstm.set_dim("nI", input_width)

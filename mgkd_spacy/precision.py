@@ -6,7 +6,7 @@ import spacy
 from spacy.language import Language
 from thinc.api import Config
 
-from .architectures import INFERENCE_DTYPES
+from .architectures import inference_torch_dtype
 
 ENCODER = "mgkd.BiLSTMEncoder.v2"
 
@@ -37,8 +37,7 @@ def load_with_inference_dtype(path: Path, inference_dtype: str) -> Language:
     Raises ValueError for an unknown precision, or a pipeline without a ``mgkd.BiLSTMEncoder.v2`` (a teacher, spaCy's
     own ner, or a student trained with the v1 encoder), whose precision this cannot set.
     """
-    if inference_dtype not in INFERENCE_DTYPES:
-        raise ValueError(f"inference_dtype must be one of {sorted(INFERENCE_DTYPES)}; got {inference_dtype!r}.")
+    inference_torch_dtype(inference_dtype)  # raises for an unknown name before anything is loaded
     sections = encoder_sections(spacy.util.load_config(Path(path) / "config.cfg", interpolate=False))
     if not sections:
         raise ValueError(
