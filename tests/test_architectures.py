@@ -113,8 +113,8 @@ def test_bfloat16_inference_tags_close_to_float32_and_leaves_training_in_float32
         assert z.dtype == numpy.float32 and z.shape == y.shape
         # bfloat16 keeps 8 bits of mantissa: close to float32, but not equal (so the setting is really applied)
         assert numpy.allclose(y, z, atol=0.03) and (y.size == 0 or not numpy.array_equal(y, z))
-    for (y, _), (z, _) in zip([exact.begin_update(X)], [lowered.begin_update(X)]):
-        assert all(numpy.array_equal(a, b) for a, b in zip(y, z))
+    (y, _), (z, _) = exact.begin_update(X), lowered.begin_update(X)
+    assert all(numpy.array_equal(a, b) for a, b in zip(y, z))
 
 
 def test_unknown_inference_dtype_is_refused():
