@@ -111,6 +111,17 @@ def test_bfloat16_copies_have_their_own_table(tmp_path):
     assert "## Other rows" not in text
 
 
+def test_mpnet_teacher_and_its_student_have_their_own_table(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "teacher_mpnet", 0.90, 0.90, 0.90)
+    write(metrics, "mpnet_te_seq", 0.89, 0.88, 0.885)
+    _, text = report(tmp_path)
+    mpnet = section(text, "BERT-base-size teacher")
+    assert "| MPNet teacher | 90.00 | 90.00 | 90.00 |  |" in mpnet
+    assert "| +TE +SEQ student of the MPNet teacher | 89.00 | 88.00 | 88.50 | -1.50 |" in mpnet
+    assert "## Other rows" not in text
+
+
 def test_speed_table_is_relative_to_the_teacher(tmp_path):
     metrics = tmp_path / "metrics"
     write(metrics, "vanilla", 0.80, 0.80, 0.80)
