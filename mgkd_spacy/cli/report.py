@@ -47,8 +47,9 @@ SECTIONS = (
             "te_seq stands in for N=0, te_da_seq (all annotated sentences, --unlabeled-all) for that N.",
             (("da0", "0"), ("da2000", "2000"), ("da10000", "10000"), ("da30000", "30000")), figure=("unlabeled sentences", "da")),
     Section("BERT-base-size teacher", "The MPNet teacher (all-mpnet-base-v2 + CRF, the paper's teacher size; `mpnet` workflow) "
-            "and a TE +SEQ student distilled from it (its frozen 768-wide word-piece embeddings).", (
+            "and students distilled from it (TE: its frozen 768-wide word-piece embeddings).", (
         ("teacher_mpnet", "MPNet teacher"), ("mpnet_te_seq", "+TE +SEQ student of the MPNet teacher"),
+        ("mpnet_te_token_em", "+TE +TOKEN-EM student of the MPNet teacher"),
     ), versus=("change vs", "teacher_mpnet")),
     Section("Tagging precision", "The same students tagging with their BiLSTM in float32 and in bfloat16 (`mgkd precision`, rows "
             "<row>_bf16); their words/s are in Table 4.", (
