@@ -65,7 +65,7 @@ def build_bilstm_encoder(
     )
     lstm.set_dim("nI", input_width)
     lstm.set_dim("nO", width)
-    return _with_safetensors(_without_empty_batches(with_padded(lstm), width))
+    return _with_safetensors(_checked_batches(with_padded(lstm), input_width, width))
 
 
 @registry.architectures("mgkd.BiLSTMEncoder.v1")
@@ -93,15 +93,24 @@ def _with_safetensors(encoder: Model) -> Model:
     return encoder
 
 
-def _without_empty_batches(layer: Model[List[Floats2d], List[Floats2d]], width: int) -> Model[List[Floats2d], List[Floats2d]]:
-    """``layer``, except that a batch with no tokens at all gets empty (0, width) outputs without running it."""
+def _checked_batches(layer: Model[List[Floats2d], List[Floats2d]], input_width: int, width: int) -> Model[List[Floats2d], List[Floats2d]]:
+    """``layer``, refusing token vectors that are not ``input_width`` wide; a batch with no tokens at all gets empty
+    (0, width) outputs without running it."""
 
     def forward(model: Model, Xs: List[Floats2d], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+        wrong = next((X.shape[1] for X in Xs if X.shape[1] != input_width), None)
+        if wrong is not None:
+            raise ValueError(
+                f"The BiLSTM encoder reads {input_width}-wide token vectors (its input_width), but the layer before it "
+                f"gives {wrong}-wide ones. Set [components.distilled_ner.model.tok2vec.encode] input_width = {wrong} "
+                "(e.g. --components.distilled_ner.model.tok2vec.encode.input_width on the command line): a TE student "
+                "reads the teacher's word-piece width plus the shape features, 384 + 32 for MiniLM, 768 + 32 for MPNet."
+            )
         if sum(len(X) for X in Xs):
             return layer(Xs, is_train)
         return [model.ops.alloc2f(0, width) for _ in Xs], lambda dYs: [model.ops.alloc2f(*X.shape) for X in Xs]
 
-    return Model("bilstm", forward, layers=[layer], dims={"nO": width})
+    return Model("bilstm", forward, layers=[layer], dims={"nI": input_width, "nO": width})
 
 
 class PackedBiLSTM(torch.nn.Module):

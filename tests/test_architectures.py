@@ -96,6 +96,15 @@ def test_packed_encoder_handles_batches_without_tokens(lengths):
     assert [d.shape for d in backprop(Y)] == [(0, 5)] * len(lengths)
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_token_vectors_of_another_width_are_refused_with_the_setting_to_change(train):
+    encoder = build_bilstm_encoder(input_width=5, width=8)
+    encoder.initialize(X=_docs(numpy.random.default_rng(0), (3,), 5))
+    X = _docs(numpy.random.default_rng(1), (4, 0), 7)
+    with pytest.raises(ValueError, match=r"reads 5-wide token vectors .* gives 7-wide .* input_width = 7"):
+        encoder.begin_update(X) if train else encoder.predict(X)
+
+
 def test_odd_width_is_refused():
     with pytest.raises(ValueError, match="even"):
         build_bilstm_encoder(input_width=5, width=7)

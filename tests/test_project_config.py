@@ -52,3 +52,19 @@ def test_zh_nlp_overrides_give_one_token_per_character(config):
     nlp = load_model_from_config(load_config(ROOT / "configs" / config, overrides=overrides), auto_fill=True)
     assert nlp.lang == "zh"
     assert [t.text for t in nlp.make_doc("李开复说2012年")] == list("李开复说2012年")
+
+
+def test_every_te_training_sets_the_bilstm_input_width_of_its_teacher():
+    """The TE student's BiLSTM reads the teacher's word-piece width + 32 shape dims, which differs per teacher:
+    English trainings take vars.te_input_width (MiniLM: 416), the Chinese ones vars.te_input_width_zh
+    (bert-base-chinese: 800), the MPNet workflow 800."""
+    option = "--components.distilled_ner.model.tok2vec.encode.input_width"
+    trainings = [(command["name"], line.split()) for command, line in scripts() if "configs/student_te.cfg" in line]
+    assert len(trainings) >= 30
+    for name, words in trainings:
+        width = words[words.index(option) + 1]
+        if name.startswith(CHINESE):
+            assert width == "${vars.te_input_width_zh}", name
+        else:
+            assert width == ("800" if name.startswith("mpnet-") else "${vars.te_input_width}"), name
+    assert PROJECT["vars"]["te_input_width"] == 384 + 32 and PROJECT["vars"]["te_input_width_zh"] == 768 + 32
