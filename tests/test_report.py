@@ -100,25 +100,17 @@ def test_unknown_rows_are_listed_under_other_rows(tmp_path):
     assert "| mystery | 71.00 ± 1.41 (n=2) |" in other and "vanilla" not in other
 
 
-def test_bfloat16_copies_have_their_own_table(tmp_path):
-    metrics = tmp_path / "metrics"
-    write(metrics, "te_da_seq", 0.88, 0.86, 0.87)
-    write(metrics, "te_da_seq_bf16", 0.881, 0.861, 0.871)
+@pytest.mark.parametrize("title,rows,lines", [
+    ("Tagging precision", {"te_da_seq": (0.88, 0.86, 0.87), "te_da_seq_bf16": (0.881, 0.861, 0.871)},
+     ["| +TE +DA +SEQ, float32 | 88.00 | 86.00 | 87.00 |", "| +TE +DA +SEQ, bfloat16 | 88.10 | 86.10 | 87.10 |"]),
+    ("BERT-base-size teacher", {"teacher_mpnet": (0.90, 0.90, 0.90), "mpnet_te_seq": (0.89, 0.88, 0.885)},
+     ["| MPNet teacher | 90.00 | 90.00 | 90.00 |  |", "| +TE +SEQ student of the MPNet teacher | 89.00 | 88.00 | 88.50 | -1.50 |"]),
+])
+def test_bfloat16_copies_and_the_mpnet_rows_have_their_own_tables(tmp_path, title, rows, lines):
+    for stem, scores in rows.items():
+        write(tmp_path / "metrics", stem, *scores)
     _, text = report(tmp_path)
-    precision = section(text, "Tagging precision")
-    assert "| +TE +DA +SEQ, float32 | 88.00 | 86.00 | 87.00 |" in precision
-    assert "| +TE +DA +SEQ, bfloat16 | 88.10 | 86.10 | 87.10 |" in precision
-    assert "## Other rows" not in text
-
-
-def test_mpnet_teacher_and_its_student_have_their_own_table(tmp_path):
-    metrics = tmp_path / "metrics"
-    write(metrics, "teacher_mpnet", 0.90, 0.90, 0.90)
-    write(metrics, "mpnet_te_seq", 0.89, 0.88, 0.885)
-    _, text = report(tmp_path)
-    mpnet = section(text, "BERT-base-size teacher")
-    assert "| MPNet teacher | 90.00 | 90.00 | 90.00 |  |" in mpnet
-    assert "| +TE +SEQ student of the MPNet teacher | 89.00 | 88.00 | 88.50 | -1.50 |" in mpnet
+    assert all(line in section(text, title) for line in lines)
     assert "## Other rows" not in text
 
 
