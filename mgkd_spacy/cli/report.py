@@ -50,6 +50,7 @@ SECTIONS = (
             "and students distilled from it (TE: its frozen 768-wide word-piece embeddings).", (
         ("teacher_mpnet", "MPNet teacher"), ("mpnet_te_seq", "+TE +SEQ student of the MPNet teacher"),
         ("mpnet_te_token_em", "+TE +TOKEN-EM student of the MPNet teacher"),
+        ("mpnet_te_da_seq", "+TE +DA +SEQ student of the MPNet teacher"),
         ("mpnet_te_seq_bf16", "+TE +SEQ student of the MPNet teacher, bfloat16"),
     ), versus=("change vs", "teacher_mpnet")),
     Section("Tagging precision", "The same students tagging with their BiLSTM in float32 and in bfloat16 (`mgkd precision`, rows "
