@@ -98,6 +98,7 @@ def _checked_batches(layer: Model[List[Floats2d], List[Floats2d]], input_width: 
     (0, width) outputs without running it."""
 
     def forward(model: Model, Xs: List[Floats2d], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+        input_width, width = model.get_dim("nI"), model.get_dim("nO")
         wrong = next((X.shape[1] for X in Xs if X.shape[1] != input_width), None)
         if wrong is not None:
             raise ValueError(
