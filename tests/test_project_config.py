@@ -68,3 +68,21 @@ def test_every_te_training_sets_the_bilstm_input_width_of_its_teacher():
         else:
             assert width == ("800" if name.startswith("mpnet-") else "${vars.te_input_width}"), name
     assert PROJECT["vars"]["te_input_width"] == 384 + 32 and PROJECT["vars"]["te_input_width_zh"] == 768 + 32
+
+
+@pytest.mark.parametrize("row", ["peer_spacy_cnn", "peer_spacy_trf", "vanilla", "te", "te_seq", "te_da_seq"])
+def test_all_trains_and_evaluates_seeds_1_and_2_of_the_rows_reported_with_spread(row):
+    """Seeds 1 and 2 of a row are its seed-0 training (train-<row>) with only the output and the seed changed, and
+    evaluate-seeds writes their metrics as <row>_seed<N>.json, the names ``mgkd report`` averages over."""
+    commands = {command["name"]: command for command in PROJECT["commands"]}
+    assert {"train-seeds", "evaluate-seeds"} <= set(PROJECT["workflows"]["all"])
+    (main,) = commands[f"train-{row}"]["script"]
+    for seed in (1, 2):
+        expected = main.replace(f"training/conll2003/{row} ", f"training/conll2003/{row}_seed{seed} ")
+        expected = expected.replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
+        assert expected in commands["train-seeds"]["script"], (row, seed)
+        assert f"training/conll2003/{row}_seed{seed}/model-best" in commands["train-seeds"]["outputs"]
+        evaluation = (f"mgkd evaluate training/conll2003/{row}_seed{seed}/model-best corpus/conll2003/test.spacy "
+                      f"--output metrics/conll2003/{row}_seed{seed}.json --gpu-id ${{vars.gpu_id}}")
+        assert evaluation in commands["evaluate-seeds"]["script"], (row, seed)
+        assert f"metrics/conll2003/{row}_seed{seed}.json" in commands["evaluate-seeds"]["outputs"]
