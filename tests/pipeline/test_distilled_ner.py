@@ -1,6 +1,9 @@
 """The distilled_ner component: training, prediction, confidence, serialization, bad input."""
+import gc
+
 import pytest
 import spacy
+import torch
 from spacy.lang.en import English
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -148,3 +151,22 @@ def test_predict_on_all_empty_batch():
     ner = nlp.get_pipe("distilled_ner")
     prediction = ner.predict([nlp.make_doc(""), nlp.make_doc("")])
     assert prediction.tags == [[], []]
+
+
+def live_tensors() -> int:
+    gc.collect()
+    return sum(isinstance(obj, torch.Tensor) for obj in gc.get_objects())
+
+
+def test_updates_do_not_keep_old_torch_weights_alive():
+    """thinc's PyTorchShim.finish_update chains every step's BiLSTM weights to the previous ones (DLPack views),
+    which cost 12 GB after 3,000 steps of the MPNet student; the component updates them in place instead."""
+    nlp = make_nlp()
+    examples = make_examples(nlp)
+    lstm = [p for node in nlp.get_pipe("distilled_ner").model.walk() for shim in node.shims for p in shim._model.parameters()]
+    train(nlp, examples, steps=5)
+    weights = [p.detach().clone() for p in lstm]
+    before = live_tensors()
+    train(nlp, examples, steps=20)
+    assert live_tensors() - before < len(lstm)
+    assert all(not torch.equal(old, new) for old, new in zip(weights, lstm))
