@@ -160,7 +160,7 @@ def live_tensors() -> int:
 
 def test_updates_do_not_keep_old_torch_weights_alive():
     """thinc's PyTorchShim.finish_update chains every step's BiLSTM weights to the previous ones (DLPack views),
-    which cost 12 GB after 3,000 steps of the MPNet student; the component updates them in place instead."""
+    which cost 12 GB after 3,000 steps of the MPNet student; the BiLSTM encoders' shims update them in place instead."""
     nlp = make_nlp()
     examples = make_examples(nlp)
     lstm = [p for node in nlp.get_pipe("distilled_ner").model.walk() for shim in node.shims for p in shim._model.parameters()]
