@@ -1,5 +1,4 @@
 """The distilled_ner component: training, prediction, confidence, serialization, bad input."""
-import gc
 
 import pytest
 import spacy
@@ -7,6 +6,8 @@ import torch
 from spacy.lang.en import English
 from spacy.tokens import Doc
 from spacy.training import Example
+
+from ..torch_memory import live_tensors
 
 
 TRAIN_DATA = [
@@ -151,11 +152,6 @@ def test_predict_on_all_empty_batch():
     ner = nlp.get_pipe("distilled_ner")
     prediction = ner.predict([nlp.make_doc(""), nlp.make_doc("")])
     assert prediction.tags == [[], []]
-
-
-def live_tensors() -> int:
-    gc.collect()
-    return sum(isinstance(obj, torch.Tensor) for obj in gc.get_objects())
 
 
 def test_updates_do_not_keep_old_torch_weights_alive():
