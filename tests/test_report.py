@@ -106,7 +106,7 @@ def test_unknown_rows_are_listed_under_other_rows(tmp_path):
     ("BERT-base-size teacher", {"teacher_mpnet": (0.90, 0.90, 0.90), "mpnet_te_seq": (0.89, 0.88, 0.885),
                                 "mpnet_te_da_seq": (0.90, 0.89, 0.895)},
      ["| MPNet teacher | 90.00 | 90.00 | 90.00 |  |", "| +TE +SEQ student of the MPNet teacher | 89.00 | 88.00 | 88.50 | -1.50 |",
-      "| +TE +DA +SEQ student of the MPNet teacher | 90.00 | 89.00 | 89.50 | -0.50 |"]),
+      "| +TE +DA +SEQ student of the MPNet teacher (DA: 10,000 sentences) | 90.00 | 89.00 | 89.50 | -0.50 |"]),
 ])
 def test_bfloat16_copies_and_the_mpnet_rows_have_their_own_tables(tmp_path, title, rows, lines):
     for stem, scores in rows.items():
