@@ -98,9 +98,9 @@ def build_transformer_model(
     ``_finish_update_in_place``; about 3 MB per step for the MiniLM teacher); the teacher's transformer."""
     from spacy_transformers.architectures import create_TransformerModel_v3
 
-    model = create_TransformerModel_v3(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
-    _update_shims_in_place(model)
-    return model
+    return _update_shims_in_place(
+        create_TransformerModel_v3(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
+    )
 
 
 def _hidden_size(width: int) -> int:
@@ -130,7 +130,8 @@ def _finish_update_in_place(shim: PyTorchShim, optimizer: Optimizer) -> None:
     """``PyTorchShim.finish_update`` without its memory leak: thinc replaces each parameter's ``.data`` by a tensor
     made (via DLPack) from the optimizer's array, which is itself a view of the previous tensor, so every step
     keeps every earlier step's tensors alive (3-4 MB per step for the MPNet student's BiLSTM, 12 GB after 3,000
-    steps; about 3 MB per step for the MiniLM teacher's transformer). The optimizer's result is copied into the existing tensor instead."""
+    steps; about 3 MB per step for the MiniLM teacher's transformer). The optimizer's result is copied into the
+    existing tensor instead."""
     for name, tensor in shim._model.named_parameters():
         if tensor.grad is None:
             continue
