@@ -86,3 +86,21 @@ def test_all_trains_and_evaluates_seeds_1_and_2_of_the_rows_reported_with_spread
                       f"--output metrics/conll2003/{row}_seed{seed}.json --gpu-id ${{vars.gpu_id}}")
         assert evaluation in commands["evaluate-seeds"]["script"], (row, seed)
         assert f"metrics/conll2003/{row}_seed{seed}.json" in commands["evaluate-seeds"]["outputs"]
+
+
+def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_steps_seed_and_output():
+    """mpnet-train-te_da30k_seq is mpnet-train-te_da_seq (10,000 sentences) with the other 20,000 annotated sentences
+    added, vars.da30k_steps steps, and seeds 0-2; mpnet-evaluate scores all three, and the mpnet workflow runs it."""
+    commands = {command["name"]: command for command in PROJECT["commands"]}
+    (main,) = commands["mpnet-train-te_da_seq"]["script"]
+    assert "--system.seed ${vars.seed}" in main and "--training.max_steps ${vars.student_steps}" in main
+    for seed, suffix in ((0, ""), (1, "_seed1"), (2, "_seed2")):
+        expected = (main.replace("training/conll2003/mpnet_te_da_seq ", f"training/conll2003/mpnet_te_da30k_seq{suffix} ")
+                    .replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
+                    .replace("${vars.student_steps}", "${vars.da30k_steps}")
+                    .replace('["annotations/conll2003_mpnet/unlabeled"]',
+                             '["annotations/conll2003_mpnet/unlabeled", "annotations/conll2003_mpnet/unlabeled_rest"]'))
+        assert expected in commands["mpnet-train-te_da30k_seq"]["script"], seed
+        assert f"metrics/conll2003/mpnet_te_da30k_seq{suffix}.json" in commands["mpnet-evaluate"]["outputs"]
+    assert "annotations/conll2003_mpnet/unlabeled_rest" in commands["mpnet-annotate-unlabeled-rest"]["outputs"]
+    assert {"mpnet-annotate-unlabeled-rest", "mpnet-train-te_da30k_seq"} <= set(PROJECT["workflows"]["mpnet"])
