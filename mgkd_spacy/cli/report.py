@@ -51,7 +51,7 @@ SECTIONS = (
         ("teacher_mpnet", "MPNet teacher"), ("mpnet_te_seq", "+TE +SEQ student of the MPNet teacher"),
         ("mpnet_te_token_em", "+TE +TOKEN-EM student of the MPNet teacher"),
         ("mpnet_te_da_seq", "+TE +DA +SEQ student of the MPNet teacher (DA: 10,000 sentences)"),
-        ("mpnet_te_da30k_seq", "+TE +DA +SEQ student of the MPNet teacher (DA: 30,000 sentences)"),
+        ("mpnet_te_da30k_seq", "+TE +DA +SEQ student of the MPNet teacher (DA: 30,000 sentences, 6,000 steps)"),
         ("mpnet_te_da_token_em", "+TE +DA +TOKEN-EM student of the MPNet teacher (DA: 10,000 sentences)"),
         ("mpnet_seq_token_em", "+TE +SEQ +TOKEN-EM student of the MPNet teacher"),
         ("mpnet_te_seq_bf16", "+TE +SEQ student of the MPNet teacher, bfloat16"),
