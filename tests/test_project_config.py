@@ -88,19 +88,27 @@ def test_all_trains_and_evaluates_seeds_1_and_2_of_the_rows_reported_with_spread
         assert f"metrics/conll2003/{row}_seed{seed}.json" in commands["evaluate-seeds"]["outputs"]
 
 
-def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_steps_seed_and_output():
-    """mpnet-train-te_da30k_seq is mpnet-train-te_da_seq (10,000 sentences) with the other 20,000 annotated sentences
-    added, vars.da30k_steps steps, and seeds 0-2; mpnet-evaluate scores all three, and the mpnet workflow runs it."""
+@pytest.mark.parametrize("row,command,losses,seeds", [
+    ("mpnet_te_da30k_seq", "mpnet-train-te_da30k_seq", None, 3),
+    ("mpnet_da30k_seq_token_em", "mpnet-train-da30k_seq_token_em", '"fuzzy": 1.0, "token_em": 1.0}', 2),
+])
+def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_steps_seed_and_output(row, command, losses, seeds):
+    """The 30k-DA MPNet students are mpnet-train-te_da_seq (10,000 sentences) with the other 20,000 annotated
+    sentences added, vars.da30k_steps steps, their seeds (and TOKEN-EM for the second); mpnet-evaluate scores
+    every seed, and the mpnet workflow runs them."""
     commands = {command["name"]: command for command in PROJECT["commands"]}
     (main,) = commands["mpnet-train-te_da_seq"]["script"]
     assert "--system.seed ${vars.seed}" in main and "--training.max_steps ${vars.student_steps}" in main
-    for seed, suffix in ((0, ""), (1, "_seed1"), (2, "_seed2")):
-        expected = (main.replace("training/conll2003/mpnet_te_da_seq ", f"training/conll2003/mpnet_te_da30k_seq{suffix} ")
+    if losses:
+        main = main.replace('"fuzzy": 1.0}', losses)
+    for seed, suffix in ((0, ""), (1, "_seed1"), (2, "_seed2"))[:seeds]:
+        expected = (main.replace("training/conll2003/mpnet_te_da_seq ", f"training/conll2003/{row}{suffix} ")
                     .replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
                     .replace("${vars.student_steps}", "${vars.da30k_steps}")
                     .replace('["annotations/conll2003_mpnet/unlabeled"]',
                              '["annotations/conll2003_mpnet/unlabeled", "annotations/conll2003_mpnet/unlabeled_rest"]'))
-        assert expected in commands["mpnet-train-te_da30k_seq"]["script"], seed
-        assert f"metrics/conll2003/mpnet_te_da30k_seq{suffix}.json" in commands["mpnet-evaluate"]["outputs"]
+        assert expected in commands[command]["script"], seed
+        assert f"metrics/conll2003/{row}{suffix}.json" in commands["mpnet-evaluate"]["outputs"]
+    assert len(commands[command]["script"]) == seeds
     assert "annotations/conll2003_mpnet/unlabeled_rest" in commands["mpnet-annotate-unlabeled-rest"]["outputs"]
-    assert {"mpnet-annotate-unlabeled-rest", "mpnet-train-te_da30k_seq"} <= set(PROJECT["workflows"]["mpnet"])
+    assert {"mpnet-annotate-unlabeled-rest", command} <= set(PROJECT["workflows"]["mpnet"])

@@ -54,6 +54,7 @@ SECTIONS = (
         ("mpnet_te_da30k_seq", "+TE +DA +SEQ student of the MPNet teacher (DA: 30,000 sentences, 6,000 steps)"),
         ("mpnet_te_da_token_em", "+TE +DA +TOKEN-EM student of the MPNet teacher (DA: 10,000 sentences)"),
         ("mpnet_seq_token_em", "+TE +SEQ +TOKEN-EM student of the MPNet teacher"),
+        ("mpnet_da30k_seq_token_em", "+TE +DA +SEQ +TOKEN-EM student of the MPNet teacher (DA: 30,000 sentences, 6,000 steps)"),
         ("mpnet_te_seq_bf16", "+TE +SEQ student of the MPNet teacher, bfloat16"),
     ), versus=("change vs", "teacher_mpnet")),
     Section("Tagging precision", "The same students tagging with their BiLSTM in float32 and in bfloat16 (`mgkd precision`, rows "
