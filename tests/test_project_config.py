@@ -9,6 +9,7 @@ from spacy.util import load_config, load_model_from_config
 
 ROOT = Path(__file__).parent.parent
 PROJECT = yaml.safe_load((ROOT / "project.yml").read_text())
+COMMANDS = {command["name"]: command for command in PROJECT["commands"]}
 CHINESE = ("weibo", "resume", "msra")
 
 
@@ -74,18 +75,17 @@ def test_every_te_training_sets_the_bilstm_input_width_of_its_teacher():
 def test_all_trains_and_evaluates_seeds_1_and_2_of_the_rows_reported_with_spread(row):
     """Seeds 1 and 2 of a row are its seed-0 training (train-<row>) with only the output and the seed changed, and
     evaluate-seeds writes their metrics as <row>_seed<N>.json, the names ``mgkd report`` averages over."""
-    commands = {command["name"]: command for command in PROJECT["commands"]}
     assert {"train-seeds", "evaluate-seeds"} <= set(PROJECT["workflows"]["all"])
-    (main,) = commands[f"train-{row}"]["script"]
+    (main,) = COMMANDS[f"train-{row}"]["script"]
     for seed in (1, 2):
         expected = main.replace(f"training/conll2003/{row} ", f"training/conll2003/{row}_seed{seed} ")
         expected = expected.replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
-        assert expected in commands["train-seeds"]["script"], (row, seed)
-        assert f"training/conll2003/{row}_seed{seed}/model-best" in commands["train-seeds"]["outputs"]
+        assert expected in COMMANDS["train-seeds"]["script"], (row, seed)
+        assert f"training/conll2003/{row}_seed{seed}/model-best" in COMMANDS["train-seeds"]["outputs"]
         evaluation = (f"mgkd evaluate training/conll2003/{row}_seed{seed}/model-best corpus/conll2003/test.spacy "
                       f"--output metrics/conll2003/{row}_seed{seed}.json --gpu-id ${{vars.gpu_id}}")
-        assert evaluation in commands["evaluate-seeds"]["script"], (row, seed)
-        assert f"metrics/conll2003/{row}_seed{seed}.json" in commands["evaluate-seeds"]["outputs"]
+        assert evaluation in COMMANDS["evaluate-seeds"]["script"], (row, seed)
+        assert f"metrics/conll2003/{row}_seed{seed}.json" in COMMANDS["evaluate-seeds"]["outputs"]
 
 
 @pytest.mark.parametrize("row,command,losses,seeds", [
@@ -96,8 +96,7 @@ def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_step
     """The 30k-DA MPNet students are mpnet-train-te_da_seq (10,000 sentences) with the other 20,000 annotated
     sentences added, vars.da30k_steps steps, their seeds (and TOKEN-EM for the second); mpnet-evaluate scores
     every seed, and the mpnet workflow runs them."""
-    commands = {command["name"]: command for command in PROJECT["commands"]}
-    (main,) = commands["mpnet-train-te_da_seq"]["script"]
+    (main,) = COMMANDS["mpnet-train-te_da_seq"]["script"]
     assert "--system.seed ${vars.seed}" in main and "--training.max_steps ${vars.student_steps}" in main
     if losses:
         main = main.replace('"fuzzy": 1.0}', losses)
@@ -107,8 +106,8 @@ def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_step
                     .replace("${vars.student_steps}", "${vars.da30k_steps}")
                     .replace('["annotations/conll2003_mpnet/unlabeled"]',
                              '["annotations/conll2003_mpnet/unlabeled", "annotations/conll2003_mpnet/unlabeled_rest"]'))
-        assert expected in commands[command]["script"], seed
-        assert f"metrics/conll2003/{row}{suffix}.json" in commands["mpnet-evaluate"]["outputs"]
-    assert len(commands[command]["script"]) == seeds
-    assert "annotations/conll2003_mpnet/unlabeled_rest" in commands["mpnet-annotate-unlabeled-rest"]["outputs"]
+        assert expected in COMMANDS[command]["script"], seed
+        assert f"metrics/conll2003/{row}{suffix}.json" in COMMANDS["mpnet-evaluate"]["outputs"]
+    assert len(COMMANDS[command]["script"]) == seeds
+    assert "annotations/conll2003_mpnet/unlabeled_rest" in COMMANDS["mpnet-annotate-unlabeled-rest"]["outputs"]
     assert {"mpnet-annotate-unlabeled-rest", command} <= set(PROJECT["workflows"]["mpnet"])

@@ -1,5 +1,4 @@
 """The distilled_ner component: training, prediction, confidence, serialization, bad input."""
-
 import pytest
 import spacy
 import torch
