@@ -11,6 +11,10 @@ The score of a sequence y of length n is ``start[y_0] + sum_t emissions[t, y_t] 
 + end[y_n-1]``. Forbidden moves are ``-inf`` potentials (see ``constrain``): they get probability exactly 0 in every
 operation. Every probability here is divided by the full partition function Z, never renormalised over the K best.
 Padded tag positions hold ``PAD`` (-1).
+
+On the CPU, Viterbi, k-best Viterbi and log Z without gradients run in the C kernel (``_kernel.c``, built by
+``pip install``; float64 inside, results in the emissions' dtype); on CUDA, for gradients, and where the kernel is
+not built, the torch code below runs. Both are checked against brute-force enumeration (``tests/crf``).
 """
 import math
 from dataclasses import dataclass
@@ -20,6 +24,11 @@ import torch
 from torch import Tensor
 
 from .constraints import Constraints
+
+try:  # the C kernel (CPU decoding and log Z), built by ``pip install`` where a C compiler exists (setup.py)
+    from . import _kernel
+except ImportError:  # pragma: no cover - depends on the install
+    _kernel = None
 
 PAD = -1
 NEG_INF = float("-inf")
@@ -150,9 +159,35 @@ def _log_partition(emissions: Tensor, lengths: Tensor, transitions: Tensor, star
     n_batch, n_tokens, _ = emissions.shape
     if n_tokens == 0:
         return emissions.new_zeros(n_batch)
-    if not torch.is_grad_enabled() or not any(x.requires_grad for x in (emissions, transitions, start, end)):
-        return _scaled_log_partition(emissions, lengths, transitions, start, end)
-    return _logspace_log_partition(emissions, lengths, transitions, start, end)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (emissions, transitions, start, end)):
+        return _logspace_log_partition(emissions, lengths, transitions, start, end)
+    if _on_kernel(emissions):
+        return _kernel_log_partition(emissions, lengths, transitions, start, end)[0]
+    return _scaled_log_partition(emissions, lengths, transitions, start, end)
+
+
+def _on_kernel(emissions: Tensor) -> bool:
+    """Whether the C kernel serves this (no-gradient) call: it is built and the batch is on the CPU."""
+    return _kernel is not None and emissions.device.type == "cpu"
+
+
+def _as_buffer(x: Tensor):
+    """A C-contiguous float64 NumPy view (or copy) of a CPU tensor, for the C kernel."""
+    return x.detach().to(torch.float64).contiguous().numpy()
+
+
+def _kernel_log_partition(
+    emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor
+) -> Tuple[Tensor, Tensor]:
+    """``_scaled_log_partition`` by the C kernel: (B,) log Z in the emissions' dtype, and (B,) bool, True where a
+    sentence failed the exactness check and was recomputed in log space."""
+    n_batch, n_tokens, n_tags = emissions.shape
+    log_z = torch.empty(n_batch, dtype=torch.float64)
+    fell_back = torch.empty(n_batch, dtype=torch.bool)
+    _kernel.log_partition(_as_buffer(emissions), lengths.contiguous().numpy(), _as_buffer(transitions),
+                          _as_buffer(start), _as_buffer(end), log_z.numpy(), fell_back.numpy(), n_batch, n_tokens,
+                          n_tags)
+    return log_z.to(emissions.dtype), fell_back
 
 
 def _logspace_log_partition(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:
@@ -491,14 +526,27 @@ def _trace_paths(follow: Tensor, pos: Tensor, tag: Tensor, parent: Tensor) -> Te
     return paths
 
 
+def _kernel_kbest(
+    emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor, k: int
+) -> Tuple[Tensor, Tensor]:
+    """``_kbest_search`` by the C kernel (CPU, float64 inside): (B, K) scores in the emissions' dtype, (B, K, T) tags."""
+    n_batch, n_tokens, n_tags = emissions.shape
+    scores = torch.empty((n_batch, k), dtype=torch.float64)
+    tags = torch.empty((n_batch, k, n_tokens), dtype=torch.long)
+    _kernel.kbest(_as_buffer(emissions), lengths.contiguous().numpy(), _as_buffer(transitions.t()), _as_buffer(start),
+                  _as_buffer(end), scores.numpy(), tags.numpy(), n_batch, n_tokens, n_tags, k)
+    return scores.to(emissions.dtype), tags
+
+
 def _kbest_search(
     emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor, k: int
 ) -> Tuple[Tensor, Tensor]:
     """Batched k-best Viterbi: (B, K) scores (best first, -inf = no such sequence) and (B, K, T) tags.
 
-    K = 1 is the forward Viterbi. Otherwise a backward max-product pass gives every node its best continuation and
-    the cost of each detour from it, and the K best paths are popped from a pool of disjoint path sets
-    (``_pop_kbest``); sentences are right-aligned so that every one ends at T - 1.
+    On the CPU with the C kernel built, the kernel's lazy k-best (``_kernel_kbest``; K = 1 is its forward Viterbi).
+    Elsewhere K = 1 is the forward Viterbi, and otherwise a backward max-product pass gives every node its best
+    continuation and the cost of each detour from it, and the K best paths are popped from a pool of disjoint path
+    sets (``_pop_kbest``); sentences are right-aligned so that every one ends at T - 1.
     """
     n_batch, n_tokens, n_tags = emissions.shape
     device = emissions.device
@@ -506,6 +554,8 @@ def _kbest_search(
     if n_tokens == 0:
         scores = torch.where(ranks == 0, 0.0, NEG_INF).to(emissions.dtype).expand(n_batch, k).clone()
         return scores, torch.full((n_batch, k, 0), PAD, dtype=torch.long, device=device)
+    if _on_kernel(emissions):
+        return _kernel_kbest(emissions, lengths, transitions, start, end, k)
     if k == 1:
         best, paths = _viterbi_search(emissions, lengths, transitions, start, end)
     else:

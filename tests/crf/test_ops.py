@@ -30,6 +30,21 @@ LABELS = {"BIO": ["A", "B", "C"], "IOB1": ["A", "B", "C"], "BILUO": ["A"], "BIOE
 # ---------------------------------------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True, scope="module", params=["kernel", "torch"])
+def crf_backend(request):
+    """Every test runs with the C kernel and again with the torch code (which CUDA and unbuilt installs use).
+
+    Module-scoped (set and restored by hand) so that the hypothesis tests may use it.
+    """
+    kernel = ops._kernel
+    if request.param == "kernel" and kernel is None:
+        pytest.skip("the C kernel is not built (test_kernel.py::test_c_kernel_is_built says why that fails)")
+    if request.param == "torch":
+        ops._kernel = None
+    yield request.param
+    ops._kernel = kernel
+
+
 def random_masks(g: torch.Generator, n_tags: int, density: float) -> Constraints:
     """Random allowed-move masks; low densities leave some sentences with no allowed sequence."""
     shapes = ((n_tags, n_tags), (n_tags,), (n_tags,))
@@ -536,7 +551,11 @@ def test_float32_agrees_with_float64():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("scheme", ["BIO", "BILUO", "BMES"])
 def test_scaled_log_partition_is_exact_without_fallback(monkeypatch, scheme, dtype):
-    """Ordinary scores (here up to ~20 nats apart) take the matrix-product path alone and match enumeration."""
+    """Ordinary scores (here up to ~20 nats apart) take the matrix-product path alone and match enumeration.
+
+    This and the next two tests are about the torch function; ``test_kernel.py`` checks the kernel's fallback.
+    """
+    monkeypatch.setattr(ops, "_kernel", None)
     _, _, emissions, lengths, potentials, _ = scheme_batch(scheme, 21, [6, 1, 0, 4, 5], dtype, scale=4.0)
 
     def no_fallback(*args):
@@ -550,7 +569,8 @@ def test_scaled_log_partition_is_exact_without_fallback(monkeypatch, scheme, dty
 
 
 def spy_on_log_space(monkeypatch) -> List[List[int]]:
-    """Record the lengths of every batch that the scaled forward algorithm hands back to log space."""
+    """Record the lengths of every batch that the torch scaled forward algorithm hands back to log space."""
+    monkeypatch.setattr(ops, "_kernel", None)
     seen = []
     logspace = ops._logspace_log_partition
 
