@@ -10,7 +10,7 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 import typer
 
-from .crf import build_constraints, constrain, kbest_viterbi, log_partition, tags_for_labels, viterbi
+from .crf import build_constraints, constrain, kbest_viterbi, log_partition, ops, tags_for_labels, viterbi
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 # (tags, scheme, entity types) for the three tag-set sizes
@@ -86,7 +86,7 @@ def run_crf(batch: int, lengths: Sequence[int], n_tags_list: Sequence[int], ks: 
     return rows
 
 
-def write_markdown(rows: List[dict], ks: Sequence[int], batch: int, loop_sentences: int, command: str, out: Path) -> None:
+def write_markdown(rows: List[dict], ks: Sequence[int], batch: int, loop_sentences: int, command: str, out: Path, backend: str) -> None:
     """Write the tokens/s table, with the machine, the command and a pass/fail column per target."""
     k_max = max(ks)
     header = ["T", "length", "log Z", "viterbi"] + [f"k={k}" for k in ks] + [f"loop k={k_max}", f"k={k_max} / viterbi time", f"k={k_max} speedup vs loop"]
@@ -98,7 +98,8 @@ def write_markdown(rows: List[dict], ks: Sequence[int], batch: int, loop_sentenc
         f"Date: {date.today()}; machine: 2 CPU cores, no GPU ({platform.machine()} {platform.processor() or ''}); "
         f"torch {torch.__version__}, torch.set_num_threads({torch.get_num_threads()}); load average at the end "
         f"(1, 5, 15 min): {load}; batch B={batch}, float32 random emissions, scheme constraints "
-        "(T=9, 17: BIO with 4, 8 types; T=37: BILUO with 9 types).",
+        "(T=9, 17: BIO with 4, 8 types; T=37: BILUO with 9 types).  ",
+        f"Backend: {backend}.",
         "",
         "Figures are real tokens per second (B x length / seconds, median of the repeats after one warm-up call). "
         "`k=K` is `kbest_viterbi`, which includes computing log Z for exact probabilities. The per-sentence loop is an "
@@ -130,14 +131,24 @@ def crf_command(
     loop_sentences: int = typer.Option(8, help="Sentences timed with the per-sentence loop"),
     repeats: int = typer.Option(3, help="Timed repeats per figure"),
     threads: int = typer.Option(2, help="torch.set_num_threads"),
+    kernel: bool = typer.Option(True, help="Use the C kernel where it serves (--no-kernel: the torch code, as on CUDA)"),
 ) -> None:
     """Tokens/s of log Z, Viterbi and k-best, batched vs a per-sentence loop; writes a markdown table."""
     torch.set_num_threads(threads)
+    if kernel and ops._kernel is None:
+        raise typer.BadParameter("the C kernel is not built (reinstall with a C compiler); pass --no-kernel to time the torch code")
+    backend = "the C kernel (`mgkd_spacy/crf/_kernel.c`) for log Z, Viterbi and k-best" if kernel else (
+        "the torch code (`--no-kernel`: what runs on CUDA and where the kernel is not built)")
     parse = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
-    rows = run_crf(batch, parse(lengths), parse(tags), parse(ks), loop_sentences, repeats)
+    built = ops._kernel
+    ops._kernel = built if kernel else None
+    try:
+        rows = run_crf(batch, parse(lengths), parse(tags), parse(ks), loop_sentences, repeats)
+    finally:
+        ops._kernel = built
     command = (f"python -m mgkd_spacy.bench crf --out {out} --batch {batch} --lengths {lengths} --tags {tags} --ks {ks} "
-               f"--loop-sentences {loop_sentences} --repeats {repeats} --threads {threads}")
-    write_markdown(rows, parse(ks), batch, loop_sentences, command, out)
+               f"--loop-sentences {loop_sentences} --repeats {repeats} --threads {threads}{'' if kernel else ' --no-kernel'}")
+    write_markdown(rows, parse(ks), batch, loop_sentences, command, out, backend)
     print(out.read_text())
 
 
