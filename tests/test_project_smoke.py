@@ -29,6 +29,7 @@ def test_smoke_workflow(tmp_path):
     speed = json.loads((tmp_path / "metrics" / "smoke" / "speed.json").read_text())
     assert len(speed) == 4 and all(r["words_per_second"] > 0 for r in speed)
     assert [r["lstm_precision"] for r in speed] == [None, "float32", "float32", "bfloat16"]
+    assert {r["crf_backend"] for r in speed} == {"kernel"}  # setup.py built the C CRF kernel
     report = (tmp_path / "reports" / "smoke.md").read_text()
     assert "## Table 1: main results" in report and "| Vanilla BiLSTM+CRF |" in report and "| +TE +DA +SEQ |" in report
     assert "| +TE +DA +SEQ, bfloat16 |" in report

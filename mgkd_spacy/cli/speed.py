@@ -11,6 +11,7 @@ import typer
 from spacy.language import Language
 from wasabi import msg
 
+from ..crf import ops
 from ..precision import inference_dtypes
 from ..readers import read_docs
 
@@ -52,8 +53,27 @@ def speed_cli(
     entity_scores: Optional[bool] = typer.Option(
         None, "--entity-scores/--no-entity-scores", help="Switch distilled_ner's per-entity probabilities on/off (default: as configured)"
     ),
+    kernel: bool = typer.Option(True, help="Decode with the C CRF kernel (--no-kernel: the torch code, as on CUDA)"),
 ) -> None:
     """Tag the same text with each pipeline (a warm-up batch, then ``repeats`` timed passes) and record words/s and sizes."""
+    if kernel and ops._kernel is None:
+        raise typer.BadParameter("the C CRF kernel is not built (reinstall with a C compiler); pass --no-kernel")
+    built = ops._kernel
+    ops._kernel = built if kernel else None
+    try:
+        results = time_pipelines(models, data, n_words, batch_size, threads, repeats, entity_scores)
+    finally:
+        ops._kernel = built
+    for result in results:
+        result["crf_backend"] = "kernel" if kernel else "torch"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2))
+    msg.good(f"Wrote {output}")
+
+
+def time_pipelines(models: List[Path], data: Path, n_words: int, batch_size: int, threads: int, repeats: int,
+                   entity_scores: Optional[bool]) -> List[dict]:
+    """One result dict per pipeline: words/s (median of ``repeats`` passes after a warm-up batch), parameters, size."""
     torch.set_num_threads(threads)
     texts, words = [], 0
     for doc in read_docs([data], spacy.blank("xx")):
@@ -81,6 +101,4 @@ def speed_cli(
                         "batch_size": batch_size, "threads": threads, "lstm_precision": ", ".join(inference_dtypes(nlp)) or None,
                         "entity_scores": any(pipe.entity_scores for pipe in scored)})
         msg.info(f"{path}: {words_per_second:,.0f} words/s (median of {repeats}), {trainable:,} trainable / {total:,} params")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2))
-    msg.good(f"Wrote {output}")
+    return results
