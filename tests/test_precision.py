@@ -60,3 +60,11 @@ def test_pipeline_without_a_bilstm_encoder_is_refused(tmp_path):
 def test_unknown_precision_is_refused(student, tmp_path):
     with pytest.raises(ValueError, match="inference_dtype must be one of"):
         load_with_inference_dtype(student, "float16")
+
+
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False)])
+def test_bfloat16_copy_warns_on_cpus_without_native_bfloat16(student, tmp_path, monkeypatch, capsys, native, warned):
+    monkeypatch.setattr("mgkd_spacy.cli.precision.native_bfloat16", lambda: native)
+    precision_cli(student, tmp_path / "bf16", inference_dtype="bfloat16")
+    assert ("no native bfloat16" in capsys.readouterr().out) is warned
+    assert (tmp_path / "bf16" / "config.cfg").exists()
