@@ -1,11 +1,12 @@
 """Benchmarks: ``python -m mgkd_spacy.bench crf`` times the batched CRF ops against a per-sentence k-best loop."""
+import functools
 import os
 import platform
 import statistics
 import time
 from datetime import date
 from pathlib import Path
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import typer
@@ -50,14 +51,21 @@ def loop_kbest(emissions: torch.Tensor, transitions: torch.Tensor, start: torch.
     return out
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+def _median_seconds(fns: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
+    """Median seconds per call of each function, after one warm-up call each.
+
+    The calls are interleaved (one of each per repeat), so that a burst of load from elsewhere on a shared machine
+    slows every function alike instead of whichever was being timed then.
+    """
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run_crf(batch: int, lengths: Sequence[int], n_tags_list: Sequence[int], ks: Sequence[int], loop_sentences: int, repeats: int) -> List[dict]:
@@ -73,14 +81,14 @@ def run_crf(batch: int, lengths: Sequence[int], n_tags_list: Sequence[int], ks: 
             emissions = torch.randn(batch, length, len(tags), generator=g)
             lens = torch.full((batch,), length)
             tokens = batch * length
+            ops = {"log Z": lambda: log_partition(emissions, lens, *potentials),
+                   "viterbi": lambda: viterbi(emissions, lens, *potentials)}
+            ops.update({f"k={k}": functools.partial(kbest_viterbi, emissions, lens, *potentials, k) for k in ks})
             row = {"T": len(tags), "length": length}
-            row["log Z"] = tokens / _median_seconds(lambda: log_partition(emissions, lens, *potentials), repeats)
-            row["viterbi"] = tokens / _median_seconds(lambda: viterbi(emissions, lens, *potentials), repeats)
-            for k in ks:
-                row[f"k={k}"] = tokens / _median_seconds(lambda: kbest_viterbi(emissions, lens, *potentials, k), repeats)
+            row.update({name: tokens / seconds for name, seconds in _median_seconds(ops, repeats).items()})
             k_max = max(ks)
             subset = emissions[:loop_sentences]
-            seconds = _median_seconds(lambda: [loop_kbest(e, *potentials, k_max) for e in subset], 1)
+            (seconds,) = _median_seconds({"loop": lambda: [loop_kbest(e, *potentials, k_max) for e in subset]}, 1).values()
             row[f"loop k={k_max}"] = loop_sentences * length / seconds
             rows.append(row)
     return rows
@@ -101,7 +109,8 @@ def write_markdown(rows: List[dict], ks: Sequence[int], batch: int, loop_sentenc
         "(T=9, 17: BIO with 4, 8 types; T=37: BILUO with 9 types).  ",
         f"Backend: {backend}.",
         "",
-        "Figures are real tokens per second (B x length / seconds, median of the repeats after one warm-up call). "
+        "Figures are real tokens per second (B x length / seconds, median of the repeats after one warm-up call; "
+        "the ops of a row take turns within each repeat). "
         "`k=K` is `kbest_viterbi`, which includes computing log Z for exact probabilities. The per-sentence loop is an "
         "exact reference k-best that loops over sentences and positions in torch ops (AllenNLP's "
         f"`viterbi_decode(top_k=...)` style, `loop_kbest` in `mgkd_spacy/bench.py`), timed on {loop_sentences} "

@@ -47,6 +47,7 @@ typedef struct {
      * prefix's score alone, its runner-up first prefix (the best from another previous tag), and its candidate heap */
     Entry *found, *runner, *heap;
     double *first;
+    int32_t *back; /* the best prefix's previous tag, compact for tracing */
     int32_t *count, *heap_size;
     uint8_t *state;
     /* pending requests, one per position 0..n (see reach) */
@@ -189,6 +190,7 @@ static void forward(Search *s) {
                 best.score += emit;
             }
             s->first[node] = best.score;
+            s->back[node] = best.pred;
             s->heap_size[node] = 0;
             if (best.score > -INFINITY) {
                 PREFIX(s, node, 0) = best;
@@ -203,17 +205,30 @@ static void forward(Search *s) {
     }
 }
 
-/* K best sequences of one sentence of length n >= 1 into scores (K,) and tags (K, T), already -inf / -1 filled. */
+/* K best sequences of one sentence (length n >= 1) into scores (K,) and tags (K, T): -inf and -1 in the rows past
+ * the sentence's allowed sequences, -1 beyond its length. */
 static void search_sentence(Search *s, Py_ssize_t n_tokens, double *scores, int64_t *tags) {
-    Py_ssize_t n_tags = s->n_tags, root = s->n * n_tags;
+    Py_ssize_t n_tags = s->n_tags, n = s->n, r = 0;
     forward(s);
-    for (Py_ssize_t r = 0; r < s->k && reach(s, s->n, 0, r); r++) {
-        Entry step = PREFIX(s, root, r);
+    for (; r < s->k && reach(s, n, 0, r); r++) {
+        int64_t *row = tags + r * n_tokens;
+        Entry step = PREFIX(s, n * n_tags, r);
+        Py_ssize_t t = n - 1, tag;
         scores[r] = step.score;
-        for (Py_ssize_t t = s->n - 1; t >= 0; t--) {
-            tags[r * n_tokens + t] = step.pred;
+        /* ranked prefixes until the path joins a best prefix (rank 0), then the best prefixes' back pointers */
+        for (; step.rank > 0; t--) {
+            row[t] = step.pred;
             step = PREFIX(s, t * n_tags + step.pred, step.rank);
         }
+        for (tag = step.pred; t >= 0; t--) {
+            row[t] = tag;
+            tag = s->back[t * n_tags + tag];
+        }
+        for (t = n; t < n_tokens; t++) row[t] = -1;
+    }
+    for (; r < s->k; r++) {
+        scores[r] = -INFINITY;
+        for (Py_ssize_t t = 0; t < n_tokens; t++) tags[r * n_tokens + t] = -1;
     }
 }
 
@@ -289,6 +304,56 @@ static double scaled_log_z(const double *emissions, Py_ssize_t n, const double *
     return isfinite(log_z) ? log_scale + log_z : NAN;
 }
 
+/* What log Z needs across a batch: the moves (L, L) a -> y, the scaled algorithm's factors exp(moves - into) and
+ * largest move into each tag (0 if none), whether every allowed move lies within SCALED_SPREAD of it (else no
+ * sentence takes the scaled path), and three (L,) work vectors; all in one block. */
+typedef struct {
+    const double *start, *end;
+    double *block, *moves, *factors, *into, *vector, *next, *scaled;
+    Py_ssize_t n_tags;
+    int spread_ok;
+} Partition;
+
+/* Fill z from moves[a * a_stride + y * y_stride] (so a transposed copy serves too); 0 when out of memory. */
+static int partition_init(Partition *z, const double *moves, Py_ssize_t a_stride, Py_ssize_t y_stride,
+                          const double *start, const double *end, Py_ssize_t n_tags) {
+    Py_ssize_t square = n_tags * n_tags;
+    double *block = malloc(sizeof(double) * (2 * square + 4 * n_tags));
+    if (!block) return 0;
+    *z = (Partition){.start = start, .end = end, .block = block, .moves = block, .factors = block + square,
+                     .into = block + 2 * square, .n_tags = n_tags, .spread_ok = 1};
+    z->vector = z->into + n_tags;
+    z->next = z->vector + n_tags;
+    z->scaled = z->next + n_tags;
+    for (Py_ssize_t a = 0; a < n_tags; a++)
+        for (Py_ssize_t y = 0; y < n_tags; y++) z->moves[a * n_tags + y] = moves[a * a_stride + y * y_stride];
+    for (Py_ssize_t y = 0; y < n_tags; y++) {
+        double top = -INFINITY;
+        for (Py_ssize_t a = 0; a < n_tags; a++)
+            if (z->moves[a * n_tags + y] > top) top = z->moves[a * n_tags + y];
+        z->into[y] = isfinite(top) ? top : 0.0;
+        for (Py_ssize_t a = 0; a < n_tags; a++) {
+            double gap = z->moves[a * n_tags + y] - z->into[y];
+            z->factors[a * n_tags + y] = exp(gap);
+            if (gap < -SCALED_SPREAD && gap > -INFINITY) z->spread_ok = 0;
+        }
+    }
+    return 1;
+}
+
+/* log Z of one sentence of length n (0 for n = 0): the scaled forward algorithm, or log space where it is not exact
+ * (then *fell_back = 1). */
+static double partition_log_z(const Partition *z, const double *emissions, Py_ssize_t n, uint8_t *fell_back) {
+    Py_ssize_t n_tags = z->n_tags;
+    double value = n == 0 ? 0.0
+                   : z->spread_ok ? scaled_log_z(emissions, n, z->factors, z->into, z->start, z->end, n_tags,
+                                                 z->vector, z->next, z->scaled)
+                                  : NAN;
+    *fell_back = isnan(value);
+    if (!*fell_back) return value;
+    return logspace_log_z(emissions, n, z->moves, z->start, z->end, n_tags, z->vector, z->next, z->scaled);
+}
+
 static int check_size(Py_buffer *view, Py_ssize_t items, Py_ssize_t itemsize, const char *name) {
     if (view->len != items * itemsize) {
         PyErr_Format(PyExc_ValueError, "%s holds %zd bytes; expected %zd", name, view->len, items * itemsize);
@@ -320,13 +385,14 @@ static int check_batch(Py_buffer *emissions, Py_buffer *lengths, Py_buffer *move
 }
 
 static PyObject *kbest(PyObject *self, PyObject *args) {
-    Py_buffer emissions, lengths, into, start, end, scores, tags;
+    Py_buffer emissions, lengths, into, start, end, scores, tags, log_z = {0}, fell_back = {0};
     Py_ssize_t n_batch, n_tokens, n_tags, k;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*nnnn", &emissions, &lengths, &into, &start, &end, &scores, &tags,
-                          &n_batch, &n_tokens, &n_tags, &k))
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*w*w*nnnn|w*w*", &emissions, &lengths, &into, &start, &end, &scores, &tags,
+                          &n_batch, &n_tokens, &n_tags, &k, &log_z, &fell_back))
         return NULL;
     PyObject *result = NULL;
     Search s = {0};
+    Partition z = {0};
     if (!check_batch(&emissions, &lengths, &into, &start, &end, n_batch, n_tokens, n_tags)) goto release;
     if (k < 1) {
         PyErr_SetString(PyExc_ValueError, "k must be >= 1");
@@ -334,6 +400,13 @@ static PyObject *kbest(PyObject *self, PyObject *args) {
     }
     if (!check_size(&scores, n_batch * k, 8, "scores") || !check_size(&tags, n_batch * k * n_tokens, 8, "tags"))
         goto release;
+    int with_log_z = log_z.obj != NULL;
+    if (with_log_z && (!check_size(&log_z, n_batch, 8, "log_z") || !check_size(&fell_back, n_batch, 1, "fell_back")))
+        goto release;
+    if (with_log_z && !partition_init(&z, into.buf, 1, n_tags, start.buf, end.buf, n_tags)) {
+        PyErr_NoMemory();
+        goto release;
+    }
     const int64_t *length = lengths.buf;
     Py_ssize_t nodes = n_tokens * n_tags + 1;
     s = (Search){.into = into.buf, .start = start.buf, .end = end.buf, .n_tags = n_tags, .k = k, .nodes = nodes};
@@ -344,8 +417,9 @@ static PyObject *kbest(PyObject *self, PyObject *args) {
     s.heap_size = malloc(sizeof(int32_t) * nodes);
     s.state = malloc(nodes);
     s.first = malloc(sizeof(double) * nodes);
+    s.back = malloc(sizeof(int32_t) * nodes);
     s.chain = malloc(sizeof(Ask) * (n_tokens + 1));
-    if (!s.found || !s.runner || !s.heap || !s.count || !s.heap_size || !s.state || !s.first || !s.chain) {
+    if (!s.found || !s.runner || !s.heap || !s.count || !s.heap_size || !s.state || !s.first || !s.back || !s.chain) {
         PyErr_NoMemory();
         goto release;
     }
@@ -353,13 +427,16 @@ static PyObject *kbest(PyObject *self, PyObject *args) {
     int64_t *tag_out = tags.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t b = 0; b < n_batch; b++) {
-        for (Py_ssize_t i = 0; i < k; i++) score_out[b * k + i] = -INFINITY;
-        for (Py_ssize_t i = 0; i < k * n_tokens; i++) tag_out[b * k * n_tokens + i] = -1;
+        const double *sentence = (const double *)emissions.buf + b * n_tokens * n_tags;
+        if (with_log_z)
+            ((double *)log_z.buf)[b] = partition_log_z(&z, sentence, length[b], (uint8_t *)fell_back.buf + b);
         if (length[b] == 0) {
-            score_out[b * k] = 0.0; /* the one, empty, sequence */
+            /* the one, empty, sequence */
+            for (Py_ssize_t i = 0; i < k; i++) score_out[b * k + i] = i == 0 ? 0.0 : -INFINITY;
+            for (Py_ssize_t i = 0; i < k * n_tokens; i++) tag_out[b * k * n_tokens + i] = -1;
             continue;
         }
-        s.emissions = (const double *)emissions.buf + b * n_tokens * n_tags;
+        s.emissions = sentence;
         s.n = length[b];
         search_sentence(&s, n_tokens, score_out + b * k, tag_out + b * k * n_tokens);
     }
@@ -374,7 +451,9 @@ release:
     free(s.heap_size);
     free(s.state);
     free(s.first);
+    free(s.back);
     free(s.chain);
+    free(z.block);
     PyBuffer_Release(&emissions);
     PyBuffer_Release(&lengths);
     PyBuffer_Release(&into);
@@ -382,6 +461,8 @@ release:
     PyBuffer_Release(&end);
     PyBuffer_Release(&scores);
     PyBuffer_Release(&tags);
+    PyBuffer_Release(&log_z);
+    PyBuffer_Release(&fell_back);
     return result;
 }
 
@@ -392,50 +473,25 @@ static PyObject *log_partition(PyObject *self, PyObject *args) {
                           &n_batch, &n_tokens, &n_tags))
         return NULL;
     PyObject *result = NULL;
-    double *work = NULL;
+    Partition z = {0};
     if (!check_batch(&emissions, &lengths, &moves, &start, &end, n_batch, n_tokens, n_tags) ||
         !check_size(&log_z, n_batch, 8, "log_z") || !check_size(&fell_back, n_batch, 1, "fell_back"))
         goto release;
-    /* factors (L, L), into (L,), then three (L,) vectors */
-    work = malloc(sizeof(double) * (n_tags * n_tags + 4 * n_tags));
-    if (!work) {
+    if (!partition_init(&z, moves.buf, n_tags, 1, start.buf, end.buf, n_tags)) {
         PyErr_NoMemory();
         goto release;
     }
-    const double *move = moves.buf, *first = start.buf, *last = end.buf;
     const int64_t *length = lengths.buf;
-    double *factors = work, *into = work + n_tags * n_tags, *vector = into + n_tags, *next = vector + n_tags,
-           *scaled = next + n_tags, *out = log_z.buf;
+    double *out = log_z.buf;
     uint8_t *redo = fell_back.buf;
     Py_BEGIN_ALLOW_THREADS
-    /* the largest score into each tag (0 if none) is folded into that tag's emissions; every allowed move within
-     * SCALED_SPREAD of it, or no sentence takes the scaled path */
-    int spread_ok = 1;
-    for (Py_ssize_t y = 0; y < n_tags; y++) {
-        double top = -INFINITY;
-        for (Py_ssize_t a = 0; a < n_tags; a++)
-            if (move[a * n_tags + y] > top) top = move[a * n_tags + y];
-        into[y] = isfinite(top) ? top : 0.0;
-        for (Py_ssize_t a = 0; a < n_tags; a++) {
-            double gap = move[a * n_tags + y] - into[y];
-            factors[a * n_tags + y] = exp(gap);
-            if (gap < -SCALED_SPREAD && gap > -INFINITY) spread_ok = 0;
-        }
-    }
-    for (Py_ssize_t b = 0; b < n_batch; b++) {
-        const double *sentence = (const double *)emissions.buf + b * n_tokens * n_tags;
-        double value = length[b] == 0 ? 0.0
-                       : spread_ok   ? scaled_log_z(sentence, length[b], factors, into, first, last, n_tags, vector,
-                                                    next, scaled)
-                                     : NAN;
-        redo[b] = isnan(value);
-        out[b] = redo[b] ? logspace_log_z(sentence, length[b], move, first, last, n_tags, vector, next, scaled) : value;
-    }
+    for (Py_ssize_t b = 0; b < n_batch; b++)
+        out[b] = partition_log_z(&z, (const double *)emissions.buf + b * n_tokens * n_tags, length[b], &redo[b]);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 release:
-    free(work);
+    free(z.block);
     PyBuffer_Release(&emissions);
     PyBuffer_Release(&lengths);
     PyBuffer_Release(&moves);
@@ -448,11 +504,12 @@ release:
 
 static PyMethodDef methods[] = {
     {"kbest", kbest, METH_VARARGS,
-     "kbest(emissions, lengths, into, start, end, scores, tags, n_batch, n_tokens, n_tags, k): k-best Viterbi.\n\n"
+     "kbest(emissions, lengths, into, start, end, scores, tags, n_batch, n_tokens, n_tags, k[, log_z, fell_back]).\n\n"
      "Inputs are C-contiguous float64 buffers (emissions (B, T, L), into (L, L) = transitions transposed, start and\n"
      "end (L,)) and int64 lengths (B,); writes float64 scores (B, K), best first, -inf where a sentence has no\n"
      "such sequence, and int64 tags (B, K, T), -1 beyond the sentence and in those rows. A sentence of length 0\n"
-     "has one sequence, of score 0."},
+     "has one sequence, of score 0. With the optional log_z and fell_back buffers, also writes what log_partition\n"
+     "would, in the same pass over the batch."},
     {"log_partition", log_partition, METH_VARARGS,
      "log_partition(emissions, lengths, transitions, start, end, log_z, fell_back, n_batch, n_tokens, n_tags).\n\n"
      "Inputs as for kbest, but transitions (L, L) as they are; writes float64 log Z (B,) (0 for length 0, -inf\n"

@@ -527,15 +527,18 @@ def _trace_paths(follow: Tensor, pos: Tensor, tag: Tensor, parent: Tensor) -> Te
 
 
 def _kernel_kbest(
-    emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor, k: int
-) -> Tuple[Tensor, Tensor]:
-    """``_kbest_search`` by the C kernel (CPU, float64 inside): (B, K) scores in the emissions' dtype, (B, K, T) tags."""
+    emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor, k: int, with_log_z: bool = False
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """``_kbest_search`` by the C kernel (CPU, float64 inside): (B, K) scores in the emissions' dtype, (B, K, T) tags,
+    and with ``with_log_z`` the (B,) log Z of ``_log_partition`` from the same pass (else None)."""
     n_batch, n_tokens, n_tags = emissions.shape
     scores = torch.empty((n_batch, k), dtype=torch.float64)
     tags = torch.empty((n_batch, k, n_tokens), dtype=torch.long)
+    log_z = torch.empty(n_batch, dtype=torch.float64) if with_log_z else None
+    extra = (log_z.numpy(), torch.empty(n_batch, dtype=torch.bool).numpy()) if with_log_z else ()
     _kernel.kbest(_as_buffer(emissions), lengths.contiguous().numpy(), _as_buffer(transitions.t()), _as_buffer(start),
-                  _as_buffer(end), scores.numpy(), tags.numpy(), n_batch, n_tokens, n_tags, k)
-    return scores.to(emissions.dtype), tags
+                  _as_buffer(end), scores.numpy(), tags.numpy(), n_batch, n_tokens, n_tags, k, *extra)
+    return scores.to(emissions.dtype), tags, None if log_z is None else log_z.to(emissions.dtype)
 
 
 def _kbest_search(
@@ -555,7 +558,7 @@ def _kbest_search(
         scores = torch.where(ranks == 0, 0.0, NEG_INF).to(emissions.dtype).expand(n_batch, k).clone()
         return scores, torch.full((n_batch, k, 0), PAD, dtype=torch.long, device=device)
     if _on_kernel(emissions):
-        return _kernel_kbest(emissions, lengths, transitions, start, end, k)
+        return _kernel_kbest(emissions, lengths, transitions, start, end, k)[:2]
     if k == 1:
         best, paths = _viterbi_search(emissions, lengths, transitions, start, end)
     else:
@@ -576,8 +579,11 @@ def _kbest_search(
 def viterbi(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tuple[Tensor, Tensor]:
     """Best tag sequence per sentence: (B, T) tags (``PAD``-padded) and (B,) scores (-inf if none is allowed)."""
     lengths = check_inputs(emissions, lengths, transitions, start, end)
-    with torch.inference_mode():  # as in kbest_viterbi
+    kernel = _on_kernel(emissions)
+    with torch.inference_mode(not kernel):  # as in kbest_viterbi
         scores, paths = _kbest_search(emissions, lengths, transitions, start, end, 1)
+    if kernel:
+        return paths[:, 0], scores[:, 0]
     return paths[:, 0].clone(), scores[:, 0].clone()
 
 
@@ -588,14 +594,21 @@ def kbest_viterbi(
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be an integer >= 1; got {k!r}.")
     lengths = check_inputs(emissions, lengths, transitions, start, end)
-    # Inference mode skips autograd's bookkeeping on the many small ops; the results are cloned out of it so that
-    # they can still be used as constants in a loss.
-    with torch.inference_mode():
-        scores, paths = _kbest_search(emissions, lengths, transitions, start, end, k)
-        log_z = _log_partition(emissions, lengths, transitions, start, end)
+    # Inference mode skips autograd's bookkeeping on the torch code's many small ops; its results are cloned out of
+    # it so that they can still be used as constants in a loss. The kernel's results are new tensors outside autograd
+    # and need neither.
+    kernel = _on_kernel(emissions)
+    with torch.inference_mode(not kernel), torch.no_grad():
+        if kernel:
+            scores, paths, log_z = _kernel_kbest(emissions, lengths, transitions, start, end, k, with_log_z=True)
+        else:
+            scores, paths = _kbest_search(emissions, lengths, transitions, start, end, k)
+            log_z = _log_partition(emissions, lengths, transitions, start, end)
         valid = torch.isfinite(scores)
         log_probs = torch.where(valid, scores - log_z[:, None], torch.full_like(scores, NEG_INF))
-    return KBest(tags=paths.clone(), scores=scores.clone(), log_probs=log_probs.clone(), valid=valid.clone())
+    if not kernel:
+        paths, scores, log_probs, valid = (x.clone() for x in (paths, scores, log_probs, valid))
+    return KBest(tags=paths, scores=scores, log_probs=log_probs, valid=valid)
 
 
 def marginals(emissions: Tensor, lengths: Tensor, transitions: Tensor, start: Tensor, end: Tensor) -> Tensor:

@@ -141,3 +141,8 @@ def test_kernel_log_partition_falls_back_only_where_the_scaled_one_is_not_exact(
     log_z, fell_back = ops._kernel_log_partition(emissions, lengths, no_moves, start, end)
     assert fell_back.tolist() == [True, True, False, False]
     assert log_z[:3].tolist() == [float("-inf"), float("-inf"), 0.0] and torch.isfinite(log_z[3])
+    for moves in (transitions, no_moves):  # kbest_viterbi computes log Z in the k-best pass: the same fallback
+        found = kbest_viterbi(emissions, lengths, moves, start, end, 4)
+        expected = on_torch(monkeypatch, kbest_viterbi, emissions, lengths, moves, start, end, 4)
+        assert torch.equal(found.valid, expected.valid)
+        assert torch.allclose(found.log_probs, expected.log_probs, atol=1e-9, rtol=0)

@@ -304,6 +304,18 @@ def test_kbest_with_k_one_matches_viterbi():
     assert torch.equal(found.tags[:, 0], best_tags) and torch.allclose(found.scores[:, 0], best_scores)
 
 
+def test_decoding_results_are_ordinary_tensors_usable_in_a_loss():
+    """Neither backend hands out inference-mode tensors: a loss may save them for backward."""
+    emissions, lengths, potentials, _, _ = random_crf(0, [3, 2, 0], 3)
+    leaf = emissions.clone().requires_grad_()
+    found = kbest_viterbi(leaf, lengths, *potentials, 3)
+    tags, scores = viterbi(leaf, lengths, *potentials)
+    for x in (found.tags, found.scores, found.log_probs, found.valid, tags, scores):
+        assert not x.is_inference() and not x.requires_grad
+    (leaf.sum() * found.log_probs[found.valid].sum() * scores[torch.isfinite(scores)].sum()).backward()
+    assert leaf.grad is not None
+
+
 # ---------------------------------------------------------------------------------------- sequence score and NLL
 
 
