@@ -6,15 +6,13 @@ from spacy.tokens import Doc, DocBin
 from mgkd_spacy.cli import annotate as cli
 from mgkd_spacy.surrogates import get_surrogate
 
-from .pipeline.test_distilled_ner import TRAIN_DATA, make_examples, make_nlp, train
+from .pipeline.test_distilled_ner import TRAIN_DATA, make_nlp, save_trained
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("annotate")
-    teacher = make_nlp()
-    train(teacher, make_examples(teacher), steps=20)
-    teacher.to_disk(root / "teacher")
+    teacher = save_trained(root / "teacher", steps=20)
     docs = [Doc(teacher.vocab, words=text.split()) for text, _ in TRAIN_DATA] * 3
     DocBin(docs=docs).to_disk(root / "input.spacy")
     return root

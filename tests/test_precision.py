@@ -7,15 +7,13 @@ from spacy.lang.en import English
 from mgkd_spacy.cli.precision import precision_cli
 from mgkd_spacy.precision import encoder_sections, inference_dtypes, load_with_inference_dtype
 
-from .pipeline.test_distilled_ner import TRAIN_DATA, make_examples, make_nlp, train
+from .pipeline.test_distilled_ner import TRAIN_DATA, save_trained
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     path = tmp_path_factory.mktemp("precision") / "student"
-    nlp = make_nlp()
-    train(nlp, make_examples(nlp), steps=20)
-    nlp.to_disk(path)
+    save_trained(path, steps=20)
     return path
 
 

@@ -9,15 +9,13 @@ from typer.testing import CliRunner
 from mgkd_spacy.cli import app
 from mgkd_spacy.crf import ops
 
-from .pipeline.test_distilled_ner import TRAIN_DATA, make_examples, make_nlp, train
+from .pipeline.test_distilled_ner import TRAIN_DATA, save_trained
 
 
 @pytest.fixture(scope="module")
 def student_and_text(tmp_path_factory):
     folder = tmp_path_factory.mktemp("speed")
-    nlp = make_nlp()
-    train(nlp, make_examples(nlp), steps=5)
-    nlp.to_disk(folder / "student")
+    nlp = save_trained(folder / "student", steps=5)
     DocBin(docs=[nlp.make_doc(text) for text, _ in TRAIN_DATA]).to_disk(folder / "text.spacy")
     return folder / "student", folder / "text.spacy"
 

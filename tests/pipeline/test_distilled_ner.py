@@ -49,6 +49,14 @@ def train(nlp, examples, steps=60):
     return losses
 
 
+def save_trained(path, steps):
+    """A small ``distilled_ner`` pipeline trained ``steps`` updates on TRAIN_DATA, saved to ``path``; returns it."""
+    nlp = make_nlp()
+    train(nlp, make_examples(nlp), steps=steps)
+    nlp.to_disk(path)
+    return nlp
+
+
 @pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
 def test_overfitting_IO(scheme, tmp_path):
     nlp = make_nlp(scheme=scheme)
