@@ -81,11 +81,11 @@ def run_crf(batch: int, lengths: Sequence[int], n_tags_list: Sequence[int], ks: 
             emissions = torch.randn(batch, length, len(tags), generator=g)
             lens = torch.full((batch,), length)
             tokens = batch * length
-            ops = {"log Z": lambda: log_partition(emissions, lens, *potentials),
-                   "viterbi": lambda: viterbi(emissions, lens, *potentials)}
-            ops.update({f"k={k}": functools.partial(kbest_viterbi, emissions, lens, *potentials, k) for k in ks})
+            timed = {"log Z": lambda: log_partition(emissions, lens, *potentials),
+                     "viterbi": lambda: viterbi(emissions, lens, *potentials)}
+            timed.update({f"k={k}": functools.partial(kbest_viterbi, emissions, lens, *potentials, k) for k in ks})
             row = {"T": len(tags), "length": length}
-            row.update({name: tokens / seconds for name, seconds in _median_seconds(ops, repeats).items()})
+            row.update({name: tokens / seconds for name, seconds in _median_seconds(timed, repeats).items()})
             k_max = max(ks)
             subset = emissions[:loop_sentences]
             (seconds,) = _median_seconds({"loop": lambda: [loop_kbest(e, *potentials, k_max) for e in subset]}, 1).values()
@@ -144,17 +144,15 @@ def crf_command(
 ) -> None:
     """Tokens/s of log Z, Viterbi and k-best, batched vs a per-sentence loop; writes a markdown table."""
     torch.set_num_threads(threads)
-    if kernel and ops._kernel is None:
-        raise typer.BadParameter("the C kernel is not built (reinstall with a C compiler); pass --no-kernel to time the torch code")
+    try:
+        backend_switch = ops.use_kernel(kernel)
+    except ValueError as err:
+        raise typer.BadParameter(f"{err}; or pass --no-kernel to time the torch code")
     backend = "the C kernel (`mgkd_spacy/crf/_kernel.c`) for log Z, Viterbi and k-best" if kernel else (
         "the torch code (`--no-kernel`: what runs on CUDA and where the kernel is not built)")
     parse = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
-    built = ops._kernel
-    ops._kernel = built if kernel else None
-    try:
+    with backend_switch:
         rows = run_crf(batch, parse(lengths), parse(tags), parse(ks), loop_sentences, repeats)
-    finally:
-        ops._kernel = built
     command = (f"python -m mgkd_spacy.bench crf --out {out} --batch {batch} --lengths {lengths} --tags {tags} --ks {ks} "
                f"--loop-sentences {loop_sentences} --repeats {repeats} --threads {threads}{'' if kernel else ' --no-kernel'}")
     write_markdown(rows, parse(ks), batch, loop_sentences, command, out, backend)

@@ -56,14 +56,12 @@ def speed_cli(
     kernel: bool = typer.Option(True, help="Decode with the C CRF kernel (--no-kernel: the torch code, as on CUDA)"),
 ) -> None:
     """Tag the same text with each pipeline (a warm-up batch, then ``repeats`` timed passes) and record words/s and sizes."""
-    if kernel and ops._kernel is None:
-        raise typer.BadParameter("the C CRF kernel is not built (reinstall with a C compiler); pass --no-kernel")
-    built = ops._kernel
-    ops._kernel = built if kernel else None
     try:
+        backend_switch = ops.use_kernel(kernel)
+    except ValueError as err:
+        raise typer.BadParameter(f"{err}; or pass --no-kernel")
+    with backend_switch:
         results = time_pipelines(models, data, n_words, batch_size, threads, repeats, entity_scores)
-    finally:
-        ops._kernel = built
     for result in results:
         result["crf_backend"] = "kernel" if kernel else "torch"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,9 @@ On the CPU, Viterbi, k-best Viterbi and log Z without gradients run in the C ker
 not built, the torch code below runs. Both are checked against brute-force enumeration (``tests/crf``).
 """
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import ContextManager, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -164,6 +165,30 @@ def _log_partition(emissions: Tensor, lengths: Tensor, transitions: Tensor, star
     if _on_kernel(emissions):
         return _kernel_log_partition(emissions, lengths, transitions, start, end)[0]
     return _scaled_log_partition(emissions, lengths, transitions, start, end)
+
+
+KERNEL_MISSING = ("the C CRF kernel (mgkd_spacy.crf._kernel) is not built: reinstall with `pip install --no-deps -e .` "
+                  "on a machine with a C compiler and the Python headers")
+
+
+def use_kernel(enabled: bool) -> ContextManager[None]:
+    """A block in which CPU calls run on the C kernel (``enabled``) or on the torch code (as on CUDA).
+
+    Raises a ValueError (``KERNEL_MISSING``) at once when the kernel is asked for but not built.
+    """
+    if enabled and _kernel is None:
+        raise ValueError(KERNEL_MISSING)
+    return _kernel_set_to(_kernel if enabled else None)
+
+
+@contextmanager
+def _kernel_set_to(kernel) -> Iterator[None]:
+    global _kernel
+    built, _kernel = _kernel, kernel
+    try:
+        yield
+    finally:
+        _kernel = built
 
 
 def _on_kernel(emissions: Tensor) -> bool:

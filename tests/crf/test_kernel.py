@@ -22,18 +22,14 @@ def bio_batch(seed: int, n_batch: int, max_length: int, dtype: torch.dtype):
     return emissions, lengths, potentials
 
 
-def on_torch(monkeypatch, op, *args):
+def on_torch(op, *args):
     """``op(*args)`` with the kernel switched off: the torch code."""
-    with monkeypatch.context() as patch:
-        patch.setattr(ops, "_kernel", None)
+    with ops.use_kernel(False):
         return op(*args)
 
 
 def test_c_kernel_is_built():
-    assert ops._kernel is not None, (
-        "mgkd_spacy.crf._kernel is missing: reinstall with `pip install --no-deps -e .` on a machine with a C compiler "
-        "and the Python headers (setup.py builds it; without them the slower torch code is used)"
-    )
+    assert ops._kernel is not None, ops.KERNEL_MISSING
 
 
 @pytest.mark.parametrize("op, torch_function", [
@@ -50,28 +46,28 @@ def test_cpu_calls_use_the_kernel(monkeypatch, op, torch_function):
     monkeypatch.setattr(ops, torch_function, fail)
     op(emissions, lengths, *potentials)
     with pytest.raises(AssertionError, match="torch code ran"):
-        on_torch(monkeypatch, op, emissions, lengths, *potentials)
+        on_torch(op, emissions, lengths, *potentials)
 
 
 @pytest.mark.parametrize("k", [1, 2, 15, 40])
 @pytest.mark.parametrize("seed", range(3))
-def test_kernel_equals_torch_search_on_long_sentences(monkeypatch, seed, k):
+def test_kernel_equals_torch_search_on_long_sentences(seed, k):
     """Sentences of up to 60 tokens (beyond enumeration): the same K sequences, scores and log Z, in float64."""
     emissions, lengths, potentials = bio_batch(seed, 48, 60, torch.float64)
     found = kbest_viterbi(emissions, lengths, *potentials, k)
-    expected = on_torch(monkeypatch, kbest_viterbi, emissions, lengths, *potentials, k)
+    expected = on_torch(kbest_viterbi, emissions, lengths, *potentials, k)
     assert torch.equal(found.valid, expected.valid)
     assert torch.allclose(found.scores, expected.scores, atol=1e-9, rtol=0)
     assert torch.allclose(found.log_probs, expected.log_probs, atol=1e-9, rtol=0)
     assert torch.equal(found.tags, expected.tags)
     assert torch.allclose(log_partition(emissions, lengths, *potentials),
-                          on_torch(monkeypatch, log_partition, emissions, lengths, *potentials), atol=1e-9, rtol=0)
+                          on_torch(log_partition, emissions, lengths, *potentials), atol=1e-9, rtol=0)
 
 
-def test_kernel_keeps_float32_scores_close_to_the_torch_search(monkeypatch):
+def test_kernel_keeps_float32_scores_close_to_the_torch_search():
     emissions, lengths, potentials = bio_batch(5, 32, 40, torch.float32)
     found = kbest_viterbi(emissions, lengths, *potentials, 15)
-    expected = on_torch(monkeypatch, kbest_viterbi, emissions, lengths, *potentials, 15)
+    expected = on_torch(kbest_viterbi, emissions, lengths, *potentials, 15)
     assert found.scores.dtype == found.log_probs.dtype == torch.float32
     assert torch.equal(found.valid, expected.valid)
     assert torch.allclose(found.scores, expected.scores, atol=1e-3, rtol=0)
@@ -128,14 +124,14 @@ def test_kernel_rejects_lengths_outside_the_padded_length():
         ops._kernel.log_partition(*buffers, 2, 3, 4)
 
 
-def test_kernel_log_partition_falls_back_only_where_the_scaled_one_is_not_exact(monkeypatch):
+def test_kernel_log_partition_falls_back_only_where_the_scaled_one_is_not_exact():
     """A 300-nat emission gap (past SCALED_SPREAD) and sentences with no allowed sequence fall back; others do not."""
     emissions, _, (transitions, start, end) = bio_batch(3, 4, 7, torch.float64)
     lengths = torch.tensor([7, 5, 0, 1])
     emissions[1, 2, 0] = 300.0
     log_z, fell_back = ops._kernel_log_partition(emissions, lengths, transitions, start, end)
     assert fell_back.tolist() == [False, True, False, False]
-    expected = on_torch(monkeypatch, log_partition, emissions, lengths, transitions, start, end)
+    expected = on_torch(log_partition, emissions, lengths, transitions, start, end)
     assert torch.allclose(log_z, expected, atol=1e-9, rtol=0)
     no_moves = torch.full_like(transitions, float("-inf"))
     log_z, fell_back = ops._kernel_log_partition(emissions, lengths, no_moves, start, end)
@@ -143,6 +139,16 @@ def test_kernel_log_partition_falls_back_only_where_the_scaled_one_is_not_exact(
     assert log_z[:3].tolist() == [float("-inf"), float("-inf"), 0.0] and torch.isfinite(log_z[3])
     for moves in (transitions, no_moves):  # kbest_viterbi computes log Z in the k-best pass: the same fallback
         found = kbest_viterbi(emissions, lengths, moves, start, end, 4)
-        expected = on_torch(monkeypatch, kbest_viterbi, emissions, lengths, moves, start, end, 4)
+        expected = on_torch(kbest_viterbi, emissions, lengths, moves, start, end, 4)
         assert torch.equal(found.valid, expected.valid)
         assert torch.allclose(found.log_probs, expected.log_probs, atol=1e-9, rtol=0)
+
+
+def test_use_kernel_switches_and_restores_and_refuses_a_missing_kernel(monkeypatch):
+    built = ops._kernel
+    with ops.use_kernel(False):
+        assert ops._kernel is None
+    assert ops._kernel is built
+    monkeypatch.setattr(ops, "_kernel", None)
+    with pytest.raises(ValueError, match="not built: reinstall"):
+        ops.use_kernel(True)

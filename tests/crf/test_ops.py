@@ -34,15 +34,12 @@ LABELS = {"BIO": ["A", "B", "C"], "IOB1": ["A", "B", "C"], "BILUO": ["A"], "BIOE
 def crf_backend(request):
     """Every test runs with the C kernel and again with the torch code (which CUDA and unbuilt installs use).
 
-    Module-scoped (set and restored by hand) so that the hypothesis tests may use it.
+    Module-scoped (not monkeypatch) so that the hypothesis tests may use it.
     """
-    kernel = ops._kernel
-    if request.param == "kernel" and kernel is None:
+    if request.param == "kernel" and ops._kernel is None:
         pytest.skip("the C kernel is not built (test_kernel.py::test_c_kernel_is_built says why that fails)")
-    if request.param == "torch":
-        ops._kernel = None
-    yield request.param
-    ops._kernel = kernel
+    with ops.use_kernel(request.param == "kernel"):
+        yield request.param
 
 
 def random_masks(g: torch.Generator, n_tags: int, density: float) -> Constraints:
