@@ -111,3 +111,26 @@ def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_step
     assert len(COMMANDS[command]["script"]) == seeds
     assert "annotations/conll2003_mpnet/unlabeled_rest" in COMMANDS["mpnet-annotate-unlabeled-rest"]["outputs"]
     assert {"mpnet-annotate-unlabeled-rest", command} <= set(PROJECT["workflows"]["mpnet"])
+
+
+@pytest.mark.parametrize("row,seq_row", [("te_seq", "te_seq"), ("te_token_em", "te_seq"),
+                                         ("te_da_seq", "te_da_seq"), ("te_da_token_em", "te_da_seq")])
+def test_wnut17_trains_and_evaluates_three_seeds_of_the_sequence_and_token_level_students(row, seq_row):
+    """WNUT-17's teacher is far above the vanilla student, the paper's regime, so the wnut17 workflow compares
+    SEQ and TOKEN-EM over seeds 0-2: a TOKEN-EM row is its SEQ row with only the losses and output changed, and
+    seeds 1 and 2 are the seed-0 training with only the seed and output changed; every seed is evaluated."""
+    (main,) = COMMANDS[f"wnut17-train-{row}"]["script"]
+    (seq_main,) = COMMANDS[f"wnut17-train-{seq_row}"]["script"]
+    seq_losses = '{"hard": 1.0, "kbest": 1.0, "fuzzy": 1.0}'
+    losses = '{"hard": 1.0, "token_em": 1.0}' if "token_em" in row else seq_losses
+    assert main == seq_main.replace(f"training/wnut17/{seq_row} ", f"training/wnut17/{row} ").replace(seq_losses, losses)
+    assert f"metrics/wnut17/{row}.json" in COMMANDS["wnut17-evaluate"]["outputs"]
+    for seed in (1, 2):
+        expected = (main.replace(f"training/wnut17/{row} ", f"training/wnut17/{row}_seed{seed} ")
+                    .replace("--system.seed ${vars.seed}", f"--system.seed {seed}"))
+        assert expected in COMMANDS["wnut17-train-seeds"]["script"], seed
+        evaluation = (f"mgkd evaluate training/wnut17/{row}_seed{seed}/model-best corpus/wnut17/test.spacy "
+                      f"--output metrics/wnut17/{row}_seed{seed}.json --gpu-id ${{vars.gpu_id}}")
+        assert evaluation in COMMANDS["wnut17-evaluate-seeds"]["script"], seed
+    workflow = PROJECT["workflows"]["wnut17"]
+    assert workflow.index(f"wnut17-train-{row}") < workflow.index("wnut17-train-seeds") < workflow.index("wnut17-evaluate-seeds")
