@@ -6,10 +6,11 @@ probability of the teacher's best sequence (p_1), of its K best together (p_sum)
 the share of sentences with p_1 > 0.9 / 0.99, and (on gold-annotated docs) the share whose top-1 equals the gold
 tags, the share with the gold tags anywhere among the K sequences, and the teacher's mean probability of the gold
 sequence where it is among them (0 where it is not). These say how much more than the top-1 the sequence-level losses can pass on to the student.
+The three gold statistics are null when no doc carries gold entities (unlabeled text).
 """
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy
 import spacy
@@ -21,7 +22,7 @@ from mgkd_spacy.surrogates import get_surrogate
 from mgkd_spacy.tagging import biluo_to_scheme
 
 
-def teacher_stats(paths: List[Path]) -> Dict[str, float]:
+def teacher_stats(paths: List[Path]) -> Dict[str, Optional[float]]:
     """Summary statistics of the surrogates stored on the docs under ``paths``."""
     p1, psum, n_kept, agree, gold_found, gold_prob = [], [], [], [], [], []
     for i, doc in enumerate(read_docs(paths, spacy.blank("xx"))):
@@ -38,6 +39,9 @@ def teacher_stats(paths: List[Path]) -> Dict[str, float]:
             agree.append(ranks[:1] == [0])
             gold_found.append(bool(ranks))
             gold_prob.append(probs[ranks[0]] if ranks else 0.0)
+    if not p1:
+        raise ValueError(f"No annotated sentences under {', '.join(map(str, paths))}: annotate them with the "
+                         "teacher first (`mgkd annotate <teacher> <corpus> <output>`).")
     p1_a, psum_a = numpy.asarray(p1), numpy.asarray(psum)
     return {
         "sentences": len(p1),
@@ -47,9 +51,9 @@ def teacher_stats(paths: List[Path]) -> Dict[str, float]:
         "mean_residual": float((1 - psum_a).mean()),
         "share_p1_over_0.9": float((p1_a > 0.9).mean()),
         "share_p1_over_0.99": float((p1_a > 0.99).mean()),
-        "share_top1_equals_gold": float(numpy.mean(agree)) if agree else float("nan"),
-        "share_gold_in_kbest": float(numpy.mean(gold_found)) if gold_found else float("nan"),
-        "mean_teacher_prob_of_gold": float(numpy.mean(gold_prob)) if gold_prob else float("nan"),
+        "share_top1_equals_gold": float(numpy.mean(agree)) if agree else None,
+        "share_gold_in_kbest": float(numpy.mean(gold_found)) if gold_found else None,
+        "mean_teacher_prob_of_gold": float(numpy.mean(gold_prob)) if gold_prob else None,
     }
 
 
@@ -57,9 +61,12 @@ def main(
     paths: List[Path] = typer.Argument(..., exists=True, help="Annotated .spacy files or directories"),
     out: Path = typer.Option(..., help="JSON file for the statistics"),
 ) -> None:
-    stats = teacher_stats(paths)
+    try:
+        stats = teacher_stats(paths)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="PATHS")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(stats, indent=2))
+    out.write_text(json.dumps(stats, indent=2, allow_nan=False))
     print(json.dumps(stats, indent=2))
 
 
