@@ -65,9 +65,10 @@ def main(
         stats = teacher_stats(paths)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="PATHS")
+    text = json.dumps(stats, indent=2, allow_nan=False)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(stats, indent=2, allow_nan=False))
-    print(json.dumps(stats, indent=2))
+    out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
