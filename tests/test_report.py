@@ -86,8 +86,21 @@ def test_no_figure_from_stand_ins_alone(tmp_path):
     write(tmp_path / "metrics", "te_seq", 0.87, 0.87, 0.87)
     write(tmp_path / "metrics", "te_da_seq", 0.88, 0.88, 0.88)
     _, text = report(tmp_path)
-    assert "## Table 3: loss weighting" in text and "Figure" not in text
+    assert "## Table 1: main results" in text and "Figure" not in text
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_tables_that_would_only_repeat_earlier_rows_are_left_out(tmp_path):
+    # Table 2, Table 3 and the precision table all name te_seq / te_da_seq, which Table 1 already shows.
+    for stem, f in (("vanilla", 0.80), ("te_seq", 0.87), ("te_da_seq", 0.88)):
+        write(tmp_path / "metrics", stem, f, f, f)
+    _, text = report(tmp_path)
+    assert [line for line in text.splitlines() if line.startswith("## ")] == ["## Table 1: main results"]
+    write(tmp_path / "metrics", "te_seq_equal", 0.86, 0.86, 0.86)
+    _, text = report(tmp_path)
+    weighting = section(text, "Table 3: loss weighting")
+    assert "| auto (uncertainty), no DA | 87.00 |" in weighting and "| equal, no DA | 86.00 |" in weighting
+    assert "## Table 2" not in text and "## Tagging precision" not in text
 
 
 def test_unknown_rows_are_listed_under_other_rows(tmp_path):

@@ -202,10 +202,11 @@ def report_cli(
             points = section.rows + ((f"da{unlabeled_all}", str(unlabeled_all)),)
             section = section._replace(rows=tuple(sorted(points, key=lambda point: int(point[1]))))
         present = present_rows(section, rows, stand_ins)
-        if present:
-            used.update(row for row, _ in present)
-            lines += table(section, present, rows, baseline)
-        if present and section.figure:
+        if all(row in used for row, _ in present):
+            continue  # nothing here that an earlier table has not shown (e.g. Table 3 with only the Table 1 rows)
+        used.update(row for row, _ in present)
+        lines += table(section, present, rows, baseline)
+        if section.figure:
             png = output_dir / f"{dataset}_f1_vs_{section.figure[1]}.png"
             plot([(float(label.split()[0]), rows[row][2]) for row, label in present], section.figure[0], png)
             lines += [f"![F1 vs {section.figure[0]}]({png.name})", ""]
