@@ -2,6 +2,7 @@
 import numpy
 import pytest
 from spacy.lang.en import English
+from spacy.util import fix_random_seed
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 
@@ -57,6 +58,23 @@ def test_student_learns_from_teacher_alone(teacher, losses, weighting):
         assert f"distilled_ner_{term}" in result
     gold = make_examples(student)
     assert student.evaluate(gold)["ents_f"] == 1.0
+
+
+def distilled_bytes(teacher, seed, steps=10):
+    """The weights of a small SEQ student (no TE) trained ``steps`` updates on teacher surrogates from ``seed``."""
+    fix_random_seed(seed)
+    student = make_nlp(losses={"hard": 1.0, "kbest": 1.0, "fuzzy": 1.0}, weighting="uncertainty")
+    examples = unlabeled_examples(student, teacher)
+    optimizer = student.initialize(get_examples=lambda: examples)
+    for _ in range(steps):
+        student.update(examples, sgd=optimizer)
+    return student.get_pipe("distilled_ner").to_bytes()
+
+
+def test_same_seed_gives_the_same_student(teacher):
+    # What `spacy train --system.seed N` relies on: the BiLSTM's torch init and dropout follow spaCy's seed.
+    assert distilled_bytes(teacher, seed=0) == distilled_bytes(teacher, seed=0)
+    assert distilled_bytes(teacher, seed=0) != distilled_bytes(teacher, seed=1)
 
 
 def test_uncertainty_weights_are_learned_and_saved(teacher, tmp_path):
