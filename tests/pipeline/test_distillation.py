@@ -1,10 +1,10 @@
-"""distilled_ner learns from teacher surrogates alone, with every loss term and weighting."""
+"""distilled_ner learns from teacher surrogates alone, with every loss term and weighting, reproducibly from a seed."""
 import numpy
 import pytest
 from spacy.lang.en import English
-from spacy.util import fix_random_seed
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
+from spacy.util import fix_random_seed
 
 from mgkd_spacy.annotate import annotate_docs
 from mgkd_spacy.surrogates import get_surrogate
@@ -61,7 +61,7 @@ def test_student_learns_from_teacher_alone(teacher, losses, weighting):
 
 
 def distilled_bytes(teacher, seed, steps=10):
-    """The weights of a small SEQ student (no TE) trained ``steps`` updates on teacher surrogates from ``seed``."""
+    """The serialized pipe of a small SEQ student (no TE) trained ``steps`` updates on teacher surrogates from ``seed``."""
     fix_random_seed(seed)
     student = make_nlp(losses={"hard": 1.0, "kbest": 1.0, "fuzzy": 1.0}, weighting="uncertainty")
     examples = unlabeled_examples(student, teacher)
