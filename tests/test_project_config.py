@@ -134,3 +134,22 @@ def test_wnut17_trains_and_evaluates_three_seeds_of_the_sequence_and_token_level
         assert evaluation in COMMANDS["wnut17-evaluate-seeds"]["script"], seed
     workflow = PROJECT["workflows"]["wnut17"]
     assert workflow.index(f"wnut17-train-{row}") < workflow.index("wnut17-train-seeds") < workflow.index("wnut17-evaluate-seeds")
+
+
+@pytest.mark.parametrize("row", ["te_da_seq", "te_da_token_em"])
+def test_wnut17_trains_the_da_students_longer(row):
+    """The WNUT-17 DA students' dev F1 still rose at vars.student_steps, so wnut17-train-da30k_steps runs seeds 0 and 1
+    of each with vars.da30k_steps: the main command with only the steps, seed and output changed, each evaluated."""
+    (main,) = COMMANDS[f"wnut17-train-{row}"]["script"]
+    assert "--training.max_steps ${vars.student_steps}" in main
+    for seed, suffix in ((0, ""), (1, "_seed1")):
+        name = f"{row}_da30k_steps{suffix}"
+        expected = (main.replace(f"training/wnut17/{row} ", f"training/wnut17/{name} ")
+                    .replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
+                    .replace("${vars.student_steps}", "${vars.da30k_steps}"))
+        assert expected in COMMANDS["wnut17-train-da30k_steps"]["script"], seed
+        assert f"training/wnut17/{name}/model-best" in COMMANDS["wnut17-evaluate-da30k_steps"]["deps"]
+        assert f"metrics/wnut17/{name}.json" in COMMANDS["wnut17-evaluate-da30k_steps"]["outputs"]
+    assert PROJECT["vars"]["da30k_steps"] > PROJECT["vars"]["student_steps"]
+    workflow = PROJECT["workflows"]["wnut17"]
+    assert workflow.index("wnut17-train-da30k_steps") < workflow.index("wnut17-evaluate-da30k_steps") < workflow.index("wnut17-report")
