@@ -38,7 +38,7 @@ def test_copy_tags_in_bfloat16_with_the_same_weights(student, tmp_path):
 
 def test_every_encoder_block_is_found():
     config = {"components": {"a": {"model": {"encode": {"@architectures": "mgkd.BiLSTMEncoder.v2", "inference_dtype": "bfloat16"}}},
-                             "b": {"model": {"tok2vec": {"encode": {"@architectures": "mgkd.BiLSTMEncoder.v2"}}}},
+                             "b": {"model": {"tok2vec": {"encode": {"@architectures": "mgkd.BiLSTMEncoder.v3"}}}},
                              "c": {"model": {"@architectures": "spacy.TransitionBasedParser.v2"}}}}
     assert list(encoder_sections(config)) == ["components.a.model.encode", "components.b.model.tok2vec.encode"]
 
@@ -48,7 +48,7 @@ def test_pipeline_without_a_bilstm_encoder_is_refused(tmp_path):
     nlp.add_pipe("ner")
     nlp.initialize()
     nlp.to_disk(tmp_path / "cnn")
-    with pytest.raises(ValueError, match="no mgkd.BiLSTMEncoder.v2 block"):
+    with pytest.raises(ValueError, match="no mgkd.BiLSTMEncoder.v2 or mgkd.BiLSTMEncoder.v3 block"):
         load_with_inference_dtype(tmp_path / "cnn", "bfloat16")
     with pytest.raises(SystemExit):
         precision_cli(tmp_path / "cnn", tmp_path / "out", inference_dtype="bfloat16")

@@ -36,7 +36,7 @@ rows = [5000, 1000, 2500, 2500]
 include_static_vectors = false
 
 [model.tok2vec.encode]
-@architectures = "mgkd.BiLSTMEncoder.v2"
+@architectures = "mgkd.BiLSTMEncoder.v3"
 input_width = 100
 width = 600
 depth = 1

@@ -26,7 +26,7 @@ SMALL_MODEL = {
             "rows": [500, 50],
             "include_static_vectors": False,
         },
-        "encode": {"@architectures": "mgkd.BiLSTMEncoder.v2", "input_width": 32, "width": 32, "depth": 1},
+        "encode": {"@architectures": "mgkd.BiLSTMEncoder.v3", "input_width": 32, "width": 32, "depth": 1},
     },
 }
 
