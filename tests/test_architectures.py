@@ -179,3 +179,26 @@ def test_v3_encoder_gives_exactly_the_vectors_and_gradients_of_v2_with_its_weigh
     assert all(numpy.allclose(a, b, atol=1e-6) for a, b in zip(backprop2(dY), backprop3(dY)))
     for (name, p2), (_, p3) in zip(shim2._model.named_parameters(), shim3._model.named_parameters()):
         assert p3.grad is not None and torch.allclose(p2.grad, p3.grad, atol=1e-6), name
+
+
+def test_v3_encoder_trains_as_v2_does():
+    # Same weights, same batches, Adam: the two stay together up to float rounding (v3 only changes the layout).
+    from thinc.api import Adam
+
+    rng = numpy.random.default_rng(5)
+    batches = [_docs(rng, rng.integers(0, 9, size=6), 5) for _ in range(5)]
+    v2, v3 = build_bilstm_encoder_v2(input_width=5, width=8), build_bilstm_encoder(input_width=5, width=8)
+    v2.initialize(X=batches[0])
+    v3.initialize(X=batches[0])
+    ((shim2,), (shim3,)) = ([shim for node in model.walk() for shim in node.shims] for model in (v2, v3))
+    shim3.from_bytes(shim2.to_bytes())
+    initial = {name: p.detach().clone() for name, p in shim2._model.named_parameters()}
+    optimizers = Adam(0.01), Adam(0.01)
+    for X in batches:
+        for model, optimizer in zip((v2, v3), optimizers):
+            Y, backprop = model.begin_update(X)
+            backprop([y - 1.0 for y in Y])  # gradient of 0.5 * sum((y - 1)^2)
+            model.finish_update(optimizer)
+    for (name, p2), (_, p3) in zip(shim2._model.named_parameters(), shim3._model.named_parameters()):
+        assert not torch.allclose(p2, initial[name], atol=1e-3), name  # the steps really moved the weights
+        assert torch.allclose(p2, p3, atol=1e-5), name
