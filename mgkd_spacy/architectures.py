@@ -196,13 +196,18 @@ class PackedBiLSTM(torch.nn.Module):
         n_steps, n_docs = X.shape[:2]
         n_nonempty = int((lengths > 0).sum())
         packed = pack_padded_sequence(X[:, :n_nonempty], lengths[:n_nonempty], enforce_sorted=True)
-        lowered = self.inference_dtype is not None and not torch.is_grad_enabled()
-        with torch.autocast(X.device.type, dtype=self.inference_dtype, enabled=lowered):
-            Y, _ = pad_packed_sequence(self.lstm(packed)[0], total_length=n_steps)
-        Y = Y.to(X.dtype)
+        Y, _ = pad_packed_sequence(packed._replace(data=self.lstm_rows(packed)), total_length=n_steps)
         if n_nonempty < n_docs:
             Y = torch.cat([Y, Y.new_zeros(n_steps, n_docs - n_nonempty, Y.shape[2])], dim=1)
         return Y, None
+
+    def lstm_rows(self, packed: PackedSequence) -> torch.Tensor:
+        """The LSTM's (N, 2 * hidden) output rows for ``packed``, in its packed order and its data's dtype; calls
+        without gradients (tagging) run under autocast in ``inference_dtype`` when one is set."""
+        lowered = self.inference_dtype is not None and not torch.is_grad_enabled()
+        with torch.autocast(packed.data.device.type, dtype=self.inference_dtype, enabled=lowered):
+            rows = self.lstm(packed)[0].data
+        return rows.to(packed.data.dtype)
 
 
 class PackedDataBiLSTM(PackedBiLSTM):
@@ -210,10 +215,7 @@ class PackedDataBiLSTM(PackedBiLSTM):
 
     def forward(self, data: torch.Tensor, batch_sizes: torch.Tensor) -> torch.Tensor:
         """data (N, nI) rows in packed order, batch_sizes (T,) int64 on the CPU -> (N, 2 * hidden) rows, same order."""
-        lowered = self.inference_dtype is not None and not torch.is_grad_enabled()
-        with torch.autocast(data.device.type, dtype=self.inference_dtype, enabled=lowered):
-            Y = self.lstm(PackedSequence(data, batch_sizes))[0].data
-        return Y.to(data.dtype)
+        return self.lstm_rows(PackedSequence(data, batch_sizes))
 
 
 def packed_order(lengths: Ints1d) -> Tuple[Ints1d, Ints1d]:

@@ -165,13 +165,19 @@ def test_packed_order_breaks_length_ties_by_batch_order():
     assert index.tolist() == [2, 0, 5, 3, 1, 6, 4] and batch_sizes.tolist() == [3, 3, 1]
 
 
-def test_v3_encoder_gives_exactly_the_vectors_and_gradients_of_v2_with_its_weights():
-    X = _docs(numpy.random.default_rng(3), (3, 0, 9, 1, 9, 4, 9), 5)
+def _v2_and_v3_with_the_same_weights(X):
+    """A v2 and a v3 encoder (input 5, width 8) initialized on ``X``, v3 holding v2's LSTM weights; with their shims."""
     v2, v3 = build_bilstm_encoder_v2(input_width=5, width=8), build_bilstm_encoder(input_width=5, width=8)
     v2.initialize(X=X)
     v3.initialize(X=X)
     ((shim2,), (shim3,)) = ([shim for node in model.walk() for shim in node.shims] for model in (v2, v3))
     shim3.from_bytes(shim2.to_bytes())  # the LSTM weights of a v2 student load into v3 unchanged
+    return v2, v3, shim2, shim3
+
+
+def test_v3_encoder_gives_exactly_the_vectors_and_gradients_of_v2_with_its_weights():
+    X = _docs(numpy.random.default_rng(3), (3, 0, 9, 1, 9, 4, 9), 5)
+    v2, v3, shim2, shim3 = _v2_and_v3_with_the_same_weights(X)
     assert all(numpy.array_equal(a, b) for a, b in zip(v2.predict(X), v3.predict(X)))
     (Y2, backprop2), (Y3, backprop3) = v2.begin_update(X), v3.begin_update(X)
     assert all(numpy.array_equal(a, b) for a, b in zip(Y2, Y3))
@@ -187,11 +193,7 @@ def test_v3_encoder_trains_as_v2_does():
 
     rng = numpy.random.default_rng(5)
     batches = [_docs(rng, rng.integers(0, 9, size=6), 5) for _ in range(5)]
-    v2, v3 = build_bilstm_encoder_v2(input_width=5, width=8), build_bilstm_encoder(input_width=5, width=8)
-    v2.initialize(X=batches[0])
-    v3.initialize(X=batches[0])
-    ((shim2,), (shim3,)) = ([shim for node in model.walk() for shim in node.shims] for model in (v2, v3))
-    shim3.from_bytes(shim2.to_bytes())
+    v2, v3, shim2, shim3 = _v2_and_v3_with_the_same_weights(batches[0])
     initial = {name: p.detach().clone() for name, p in shim2._model.named_parameters()}
     optimizers = Adam(0.01), Adam(0.01)
     for X in batches:
