@@ -153,3 +153,23 @@ def test_wnut17_trains_the_da_students_longer(row):
     assert PROJECT["vars"]["da30k_steps"] > PROJECT["vars"]["student_steps"]
     workflow = PROJECT["workflows"]["wnut17"]
     assert workflow.index("wnut17-train-da30k_steps") < workflow.index("wnut17-evaluate-da30k_steps") < workflow.index("wnut17-report")
+
+
+def test_the_30k_da_point_is_te_da_seq_with_the_other_20k_annotated_sentences():
+    """Figure 5's 30,000 point is train-te_da_seq (annotate's shard 0/3, 10,000 sentences) with the 20,000 of
+    annotate-unlabeled-rest added; `all` annotates those before training it, and the report puts te_da_seq at 10,000."""
+    (main,) = COMMANDS["train-te_da_seq"]["script"]
+    expected = (main.replace("training/conll2003/te_da_seq ", "training/conll2003/da30000 ")
+                .replace('["annotations/conll2003/unlabeled"]',
+                         '["annotations/conll2003/unlabeled", "annotations/conll2003/unlabeled_rest"]'))
+    assert COMMANDS["train-da30000"]["script"] == [expected]
+    shards = {line.split("--shard ")[1].split()[0]: (name, line.split()[4])
+              for name in ("annotate", "annotate-unlabeled-rest") for line in COMMANDS[name]["script"] if "--shard" in line}
+    assert shards == {"0/3": ("annotate", "annotations/conll2003/unlabeled"),
+                      "1/3": ("annotate-unlabeled-rest", "annotations/conll2003/unlabeled_rest"),
+                      "2/3": ("annotate-unlabeled-rest", "annotations/conll2003/unlabeled_rest")}
+    steps = PROJECT["workflows"]["all"]
+    assert steps.index("annotate") < steps.index("annotate-unlabeled-rest") < steps.index("train-da30000")
+    assert "train-da10000" not in COMMANDS
+    (report,) = COMMANDS["report"]["script"]
+    assert "--unlabeled-all 10000" in report
