@@ -1,0 +1,70 @@
+"""Run one project.yml training command with another seed, then score it on the test split.
+
+Usage: python scripts/run_seed.py train-te_seq 2
+runs the single script line of the command `train-te_seq` with `--system.seed 2` and the output
+`training/conll2003/te_seq_seed2` (the `train-seeds` lines of project.yml are made the same way), then
+`mgkd evaluate training/conll2003/te_seq_seed2/model-best corpus/conll2003/test.spacy --output
+metrics/conll2003/te_seq_seed2.json`. The dataset is read from the command's `--output training/<dataset>/<row>`.
+`--dry-run` prints the two commands instead. For rows whose extra seeds project.yml does not list.
+"""
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Dict, Tuple
+
+import srsly
+import typer
+
+SEED = "--system.seed ${vars.seed}"
+OUTPUT = re.compile(r"--output (training/([^/\s]+)/([^/\s]+)) ")
+
+
+def seed_command(commands: Dict[str, dict], name: str, seed: int) -> Tuple[str, str]:
+    """The command ``name`` with ``seed`` and the output ``<output>_seed<seed>``, and that output directory."""
+    if name not in commands:
+        raise ValueError(f"project.yml has no command '{name}'; pass one of its train-<row> commands, e.g. train-te_seq.")
+    script = commands[name]["script"]
+    match = OUTPUT.search(script[0]) if len(script) == 1 else None
+    if match is None or script[0].count(SEED) != 1:
+        raise ValueError(f"'{name}' is not one `spacy train` line with `--output training/<dataset>/<row>` and "
+                         f"`{SEED}`, so it cannot be rerun with another seed this way.")
+    output = f"{match.group(1)}_seed{seed}"
+    line = script[0].replace(match.group(0), f"--output {output} ").replace(SEED, f"--system.seed {seed}")
+    return line, output
+
+
+def resolve_vars(line: str, variables: Dict[str, object]) -> str:
+    """``line`` with every ``${vars.<name>}`` replaced by its value from project.yml."""
+    def value(match: re.Match) -> str:
+        if match.group(1) not in variables:
+            raise ValueError(f"project.yml has no vars.{match.group(1)}, which the command uses.")
+        return str(variables[match.group(1)])
+    return re.sub(r"\$\{vars\.(\w+)\}", value, line)
+
+
+def main(
+    name: str = typer.Argument(..., help="A project.yml training command, e.g. train-te_seq"),
+    seed: int = typer.Argument(..., help="The seed (0 is the main run's)", min=0),
+    project: Path = typer.Option(Path("project.yml"), help="The project file", exists=True, dir_okay=False),
+    gpu_id: int = typer.Option(-1, help="GPU for the evaluation (-1: CPU)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands, run nothing"),
+):
+    config = srsly.read_yaml(project)
+    commands = {command["name"]: command for command in config["commands"]}
+    try:
+        line, output = seed_command(commands, name, seed)
+        train = resolve_vars(line, config.get("vars", {}))
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="NAME")
+    dataset, row = output.split("/")[1:]
+    evaluate = shlex.join(["mgkd", "evaluate", f"{output}/model-best", f"corpus/{dataset}/test.spacy",
+                           "--output", f"metrics/{dataset}/{row}.json", "--gpu-id", str(gpu_id)])
+    for command in (train, evaluate):
+        print(command, flush=True)
+        if not dry_run:
+            subprocess.run(command, shell=True, check=True)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,59 @@
+"""scripts/run_seed.py: a project.yml training command rerun with another seed, made as the *-seeds lines are."""
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).parent.parent
+SCRIPT = ROOT / "scripts" / "run_seed.py"
+PROJECT = yaml.safe_load((ROOT / "project.yml").read_text())
+COMMANDS = {command["name"]: command for command in PROJECT["commands"]}
+_spec = importlib.util.spec_from_file_location("run_seed", SCRIPT)
+run_seed = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_seed)
+
+
+def _seed_lines():
+    """(base command, seed, line) for every seed line of project.yml whose seed-0 run is a one-line command."""
+    base_of = {}
+    for command in PROJECT["commands"]:
+        if len(command["script"]) == 1 and (match := run_seed.OUTPUT.search(command["script"][0])):
+            base_of[match.group(1)] = command["name"]
+    for command in PROJECT["commands"]:
+        for line in command["script"]:
+            match = re.search(r"--output (training/\S+)_seed(\d+) ", line)
+            if match and match.group(1) in base_of and line.startswith("python -m spacy train"):
+                yield base_of[match.group(1)], int(match.group(2)), line
+
+
+def test_it_makes_every_seed_line_of_project_yml():
+    lines = list(_seed_lines())
+    assert len(lines) >= 30
+    assert {name for name, _, _ in lines} >= {"train-vanilla", "train-te_seq", "mpnet-train-te_seq", "wnut17-train-te_seq"}
+    for name, seed, line in lines:
+        assert run_seed.seed_command(COMMANDS, name, seed) == (line, run_seed.OUTPUT.search(line).group(1)), (name, seed)
+
+
+def test_dry_run_prints_the_training_and_the_evaluation_that_evaluate_seeds_runs():
+    result = subprocess.run([sys.executable, str(SCRIPT), "train-te_seq", "2", "--dry-run"], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    train, evaluate = result.stdout.splitlines()
+    assert "--output training/conll2003/te_seq_seed2 " in train and "--system.seed 2 " in train
+    assert "${" not in train and f"--training.max_steps {PROJECT['vars']['student_steps']} " in train
+    assert evaluate in [line.replace("${vars.gpu_id}", "-1") for line in COMMANDS["evaluate-seeds"]["script"]]
+
+
+@pytest.mark.parametrize("name,message", [
+    ("train-nonexistent", "has no command 'train-nonexistent'"),
+    ("mpnet-train-seeds", "is not one `spacy train` line"),
+    ("report", "is not one `spacy train` line"),
+])
+def test_commands_it_cannot_rerun_get_a_clear_error(name, message):
+    result = subprocess.run([sys.executable, str(SCRIPT), name, "1", "--dry-run"], cwd=ROOT, capture_output=True, text=True)
+    words = " ".join(re.sub("[\u2500-\u257f]", " ", result.stderr).split())  # typer boxes and wraps the error
+    assert result.returncode != 0 and message in words
+    assert "Traceback" not in result.stderr
