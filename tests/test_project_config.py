@@ -157,19 +157,25 @@ def test_wnut17_trains_the_da_students_longer(row):
 
 def test_the_30k_da_point_is_te_da_seq_with_the_other_20k_annotated_sentences():
     """Figure 5's 30,000 point is train-te_da_seq (annotate's shard 0/3, 10,000 sentences) with the 20,000 of
-    annotate-unlabeled-rest added; `all` annotates those before training it, and the report puts te_da_seq at 10,000."""
+    annotate-unlabeled-rest added (and again with vars.da30k_steps steps); `all` annotates those before training
+    them, and the report puts te_da_seq at 10,000."""
     (main,) = COMMANDS["train-te_da_seq"]["script"]
     expected = (main.replace("training/conll2003/te_da_seq ", "training/conll2003/da30000 ")
                 .replace('["annotations/conll2003/unlabeled"]',
                          '["annotations/conll2003/unlabeled", "annotations/conll2003/unlabeled_rest"]'))
     assert COMMANDS["train-da30000"]["script"] == [expected]
+    longer = (expected.replace("training/conll2003/da30000 ", "training/conll2003/da30000_steps ")
+              .replace("${vars.student_steps}", "${vars.da30k_steps}"))
+    assert COMMANDS["train-da30000_steps"]["script"] == [longer]
     shards = {line.split("--shard ")[1].split()[0]: (name, line.split()[4])
               for name in ("annotate", "annotate-unlabeled-rest") for line in COMMANDS[name]["script"] if "--shard" in line}
     assert shards == {"0/3": ("annotate", "annotations/conll2003/unlabeled"),
                       "1/3": ("annotate-unlabeled-rest", "annotations/conll2003/unlabeled_rest"),
                       "2/3": ("annotate-unlabeled-rest", "annotations/conll2003/unlabeled_rest")}
     steps = PROJECT["workflows"]["all"]
-    assert steps.index("annotate") < steps.index("annotate-unlabeled-rest") < steps.index("train-da30000")
+    assert (steps.index("annotate") < steps.index("annotate-unlabeled-rest") < steps.index("train-da30000")
+            < steps.index("train-da30000_steps") < steps.index("evaluate"))
+    assert "metrics/conll2003/da30000_steps.json" in COMMANDS["evaluate"]["outputs"]
     assert "train-da10000" not in COMMANDS
     (report,) = COMMANDS["report"]["script"]
     assert "--unlabeled-all 10000" in report
