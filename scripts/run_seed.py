@@ -15,6 +15,7 @@ from typing import Dict, Tuple
 
 import srsly
 import typer
+from weasel.util.config import substitute_project_variables
 
 SEED = "--system.seed ${vars.seed}"
 OUTPUT = re.compile(r"--output (training/([^/\s]+)/([^/\s]+)) ")
@@ -34,15 +35,6 @@ def seed_command(commands: Dict[str, dict], name: str, seed: int) -> Tuple[str, 
     return line, output
 
 
-def resolve_vars(line: str, variables: Dict[str, object]) -> str:
-    """``line`` with every ``${vars.<name>}`` replaced by its value from project.yml."""
-    def value(match: re.Match) -> str:
-        if match.group(1) not in variables:
-            raise ValueError(f"project.yml has no vars.{match.group(1)}, which the command uses.")
-        return str(variables[match.group(1)])
-    return re.sub(r"\$\{vars\.(\w+)\}", value, line)
-
-
 def main(
     name: str = typer.Argument(..., help="A project.yml training command, e.g. train-te_seq"),
     seed: int = typer.Argument(..., help="The seed (0 is the main run's)", min=0),
@@ -54,7 +46,8 @@ def main(
     commands = {command["name"]: command for command in config["commands"]}
     try:
         line, output = seed_command(commands, name, seed)
-        train = resolve_vars(line, config.get("vars", {}))
+        # ${vars.*} resolved as `spacy project run` (weasel) resolves them; an unknown one is a ValueError too
+        train = substitute_project_variables({"vars": config.get("vars", {}), "line": line})["line"]
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="NAME")
     dataset, row = output.split("/")[1:]
