@@ -57,3 +57,26 @@ def test_commands_it_cannot_rerun_get_a_clear_error(name, message):
     words = " ".join(re.sub("[\u2500-\u257f]", " ", result.stderr).split())  # typer boxes and wraps the error
     assert result.returncode != 0 and message in words
     assert "Traceback" not in result.stderr
+
+
+def test_steps_makes_the_step_scaled_row_of_project_yml():
+    """--steps on `train-da30000` gives `train-da30000_steps` (vars.da30k_steps steps), output aside."""
+    steps = PROJECT["vars"]["da30k_steps"]
+    line, output = run_seed.seed_command(COMMANDS, "train-da30000", 1, steps)
+    expected, _ = run_seed.seed_command(COMMANDS, "train-da30000_steps", 1)
+    assert output == f"training/conll2003/da30000_steps{steps}_seed1"
+    assert line == expected.replace("${vars.da30k_steps}", str(steps)).replace("da30000_steps_seed1 ", f"da30000_steps{steps}_seed1 ")
+
+
+def test_steps_dry_run_trains_and_scores_the_named_output():
+    result = subprocess.run([sys.executable, str(SCRIPT), "train-te_da_seq", "0", "--steps", "6000", "--dry-run"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    train, evaluate = result.stdout.splitlines()
+    assert "--output training/conll2003/te_da_seq_steps6000_seed0 " in train and train.count("--training.max_steps 6000 ") == 1
+    assert evaluate.endswith("--output metrics/conll2003/te_da_seq_steps6000_seed0.json --gpu-id -1")
+
+
+def test_steps_needs_exactly_one_max_steps():
+    script = "python -m spacy train c.cfg --output training/d/r --system.seed ${vars.seed} --training.max_steps 5 --training.max_steps 6"
+    with pytest.raises(ValueError, match="does not set `--training.max_steps` exactly once"):
+        run_seed.seed_command({"train-r": {"script": [script]}}, "train-r", 1, 100)
