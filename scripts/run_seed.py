@@ -36,9 +36,9 @@ def seed_command(commands: Dict[str, dict], name: str, seed: int, steps: Optiona
     output = match.group(1) + (f"_steps{steps}" if steps is not None else "") + f"_seed{seed}"
     line = script[0].replace(match.group(0), f"--output {output} ").replace(SEED, f"--system.seed {seed}")
     if steps is not None:
-        if len(STEPS.findall(line)) != 1:
+        line, n_replaced = STEPS.subn(f"--training.max_steps {steps}", line)
+        if n_replaced != 1:
             raise ValueError(f"'{name}' does not set `--training.max_steps` exactly once, so --steps cannot replace it.")
-        line = STEPS.sub(f"--training.max_steps {steps}", line)
     return line, output
 
 
