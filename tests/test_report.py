@@ -161,3 +161,32 @@ def test_json_files_that_are_not_rows_are_left_out_with_a_warning(tmp_path):
     result, text = report(tmp_path)
     assert result.exit_code == 0, result.output
     assert "teacher_stats.json" in result.output and "teacher_stats" not in text
+
+
+def test_rows_trained_for_more_steps_group_their_seeds_and_take_the_row_label(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    write(metrics, "te_seq", 0.87, 0.87, 0.87)
+    write(metrics, "te_seq_steps6000_seed0", 0.88, 0.88, 0.88)  # run_seed.py --steps names seed 0 _seed0 too
+    write(metrics, "te_seq_steps6000_seed1", 0.90, 0.90, 0.90)
+    write(metrics, "te_da_seq_steps6000_seed2", 0.86, 0.86, 0.86)
+    write(metrics, "te_seq_steps12000_seed0", 0.89, 0.89, 0.89)
+    result, text = report(tmp_path)
+    assert result.exit_code == 0, result.output
+    longer = section(text, "Rows trained for more steps").splitlines()
+    rows = [line for line in longer if line.startswith("| +TE")]
+    assert rows == ["| +TE +SEQ, 6,000 steps | 89.00 ± 1.41 (n=2) | 89.00 ± 1.41 (n=2) | 89.00 ± 1.41 (n=2) | +9.00 |",
+                    "| +TE +SEQ, 12,000 steps | 89.00 | 89.00 | 89.00 | +9.00 |",
+                    "| +TE +DA +SEQ, 6,000 steps | 86.00 | 86.00 | 86.00 | +6.00 |"]
+    assert "| +TE +SEQ | 87.00 | 87.00 | 87.00 | +7.00 |" in section(text, "Table 1: main results")
+    assert "## Other rows" not in text and "steps6000_seed" not in text
+
+
+def test_seed_0_given_twice_is_an_error(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "te_seq", 0.87, 0.87, 0.87)
+    write(metrics, "te_seq_seed0", 0.88, 0.88, 0.88)
+    result, _ = report(tmp_path)
+    assert result.exit_code != 0
+    assert "te_seq.json and te_seq_seed0.json are both seed 0 of the row 'te_seq'" in result.output
+    assert not (tmp_path / "out" / "toy.md").exists()

@@ -11,7 +11,8 @@ import typer
 from wasabi import msg
 
 BASELINE = "<--baseline>"  # in Section.versus: the row named by the --baseline option
-SEED_FILE = re.compile(r"(.+)_seed([1-9][0-9]*)")  # <row>_seed<N>.json; <row>.json is seed 0
+SEED_FILE = re.compile(r"(.+)_seed([0-9]+)")  # <row>_seed<N>.json; <row>.json is seed 0 (or <row>_seed0.json)
+LONGER = re.compile(r"(.+)_steps([0-9]+)")  # <row>_steps<N>: the row's command with --training.max_steps N (run_seed.py --steps)
 # Sweep points run with the default setting are the main-table row when they have no row of their own.
 STAND_INS = {"k15": "te_da_seq", "da0": "te_seq"}  # plus da<N> -> te_da_seq, N from --unlabeled-all
 
@@ -89,7 +90,7 @@ def _commit() -> str:
 
 def load_rows(metrics_dir: Path) -> Rows:
     """{row: (P, R, F1)} for the rows in ``metrics_dir`` (spacy evaluate JSON; speed.json aside)."""
-    runs: Dict[str, List[dict]] = {}
+    runs: Dict[str, Dict[int, Tuple[str, dict]]] = {}
     skipped = []
     for path in sorted(metrics_dir.glob("*.json")):
         if path.name == "speed.json":
@@ -99,10 +100,14 @@ def load_rows(metrics_dir: Path) -> Rows:
             skipped.append(path.name)
             continue
         match = SEED_FILE.fullmatch(path.stem)
-        runs.setdefault(match[1] if match else path.stem, []).append(scores)
+        row, seed = (match[1], int(match[2])) if match else (path.stem, 0)
+        if seed in runs.setdefault(row, {}):
+            msg.fail(f"{runs[row][seed][0]} and {path.name} are both seed {seed} of the row '{row}' in {metrics_dir}; "
+                     f"remove or rename one (seed 0 is <row>.json or <row>_seed0.json, seed N is <row>_seedN.json).", exits=1)
+        runs[row][seed] = (path.name, scores)
     if skipped:
         msg.warn(f"Not rows (no ents_p/ents_r/ents_f), left out: {', '.join(skipped)}")
-    return {row: aggregate(seeds) for row, seeds in sorted(runs.items())}
+    return {row: aggregate([scores for _, scores in seeds.values()]) for row, seeds in sorted(runs.items())}
 
 
 def aggregate(seeds: List[dict]) -> Tuple[Score, Score, Score]:
@@ -113,6 +118,20 @@ def aggregate(seeds: List[dict]) -> Tuple[Score, Score, Score]:
         return Score(statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values))
 
     return score("ents_p"), score("ents_r"), score("ents_f")
+
+
+def longer_section(rows: Rows) -> Section:
+    """The rows <row>_steps<N> (a row trained for N steps), labelled after the row, in the order of the tables."""
+    labels: Dict[str, str] = {}  # a row's label in the first table that has it
+    for section in SECTIONS:
+        for row, label in section.rows if not section.figure else ():
+            labels.setdefault(row, label)
+    order = list(labels)
+    longer = [(match[1], int(match[2]), row) for row in rows if (match := LONGER.fullmatch(row)) and match[1] in labels]
+    longer.sort(key=lambda item: (order.index(item[0]), item[1]))
+    return Section("Rows trained for more steps", "Rows <row>_steps<N>: the row's training command with "
+                   "--training.max_steps N (`scripts/run_seed.py ... --steps N`), the rest unchanged.",
+                   tuple((row, f"{labels[base]}, {steps:,} steps") for base, steps, row in longer), versus=("gain over", BASELINE))
 
 
 def present_rows(section: Section, rows: Rows, stand_ins: Dict[str, str]) -> List[Tuple[str, str]]:
@@ -197,7 +216,7 @@ def report_cli(
              "gains and changes are differences of mean F1.", ""]
     used = set()
     stand_ins = {**STAND_INS, f"da{unlabeled_all}": "te_da_seq"}
-    for section in SECTIONS:
+    for section in SECTIONS[:1] + (longer_section(rows),) + SECTIONS[1:]:
         if section.figure and section.figure[1] == "da" and f"da{unlabeled_all}" not in dict(section.rows):
             points = section.rows + ((f"da{unlabeled_all}", str(unlabeled_all)),)
             section = section._replace(rows=tuple(sorted(points, key=lambda point: int(point[1]))))
