@@ -122,13 +122,14 @@ def aggregate(seeds: List[dict]) -> Tuple[Score, Score, Score]:
 
 def longer_section(rows: Rows) -> Section:
     """The rows <row>_steps<N> (a row trained for N steps), labelled after the row, in the order of the tables."""
-    labels: Dict[str, str] = {}  # a row's label in the first table that has it
+    labels: Dict[str, str] = {}  # a row's label in the first table that has it, in table order
     for section in SECTIONS:
-        for row, label in section.rows if not section.figure else ():
-            labels.setdefault(row, label)
-    order = list(labels)
-    longer = [(match[1], int(match[2]), row) for row in rows if (match := LONGER.fullmatch(row)) and match[1] in labels]
-    longer.sort(key=lambda item: (order.index(item[0]), item[1]))
+        if not section.figure:
+            for row, label in section.rows:
+                labels.setdefault(row, label)
+    rank = {row: i for i, row in enumerate(labels)}
+    longer = sorted(((match[1], int(match[2]), row) for row in rows if (match := LONGER.fullmatch(row)) and match[1] in labels),
+                    key=lambda item: (rank[item[0]], item[1]))
     return Section("Rows trained for more steps", "Rows <row>_steps<N>: the row's training command with "
                    "--training.max_steps N (`scripts/run_seed.py ... --steps N`), the rest unchanged.",
                    tuple((row, f"{labels[base]}, {steps:,} steps") for base, steps, row in longer), versus=("gain over", BASELINE))
