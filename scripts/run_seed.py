@@ -2,7 +2,7 @@
 
 Usage: python scripts/run_seed.py train-te_seq 2
 runs the single script line of the command `train-te_seq` with `--system.seed 2` and the output
-`training/conll2003/te_seq_seed2` (the `train-seeds` lines of project.yml are made the same way), then
+`training/conll2003/te_seq_seed2` (the `train-<row>_seed<N>` commands of project.yml are made the same way), then
 `mgkd evaluate training/conll2003/te_seq_seed2/model-best corpus/conll2003/test.spacy --output
 metrics/conll2003/te_seq_seed2.json`. The dataset is read from the command's `--output training/<dataset>/<row>`.
 `--steps 6000` also replaces the command's `--training.max_steps` and puts `_steps6000` before `_seed<N>` in the

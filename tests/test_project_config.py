@@ -1,4 +1,5 @@
 """project.yml itself: what its commands declare and pass to ``spacy train``."""
+import re
 import shlex
 from pathlib import Path
 
@@ -71,20 +72,45 @@ def test_every_te_training_sets_the_bilstm_input_width_of_its_teacher():
     assert PROJECT["vars"]["te_input_width"] == 384 + 32 and PROJECT["vars"]["te_input_width_zh"] == 768 + 32
 
 
+def seed_training(main: str, seed: int, output: str, new_output: str) -> str:
+    """The training line ``main`` with ``--system.seed <seed>`` and the output ``new_output`` instead of ``output``."""
+    return main.replace(f"{output} ", f"{new_output} ").replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
+
+
+def test_every_command_runs_at_most_one_training():
+    """`spacy project run` records a command in project.lock only when its whole script has run, so an interrupted
+    workflow reruns the command it stopped in from its first line: one training per command bounds the loss to one
+    training (up to an hour here) instead of a list of them."""
+    several = [name for name, command in COMMANDS.items() if sum("spacy train" in line for line in command["script"]) > 1]
+    assert several == []
+
+
+def test_each_seed_command_is_its_row_with_only_the_seed_and_output_changed():
+    """<name>_seed<N> is the command <name> (seed 0) with --system.seed N and the output <output>_seed<N>: same
+    deps, and in each workflow that runs it, after the seed-0 run."""
+    seeds = [(name, name.rsplit("_seed", 1)) for name in COMMANDS if re.fullmatch(r".+_seed\d", name)]
+    assert len(seeds) >= 34
+    for name, (base, seed) in seeds:
+        (main,) = COMMANDS[base]["script"]
+        (output,) = re.findall(r"--output (training/\S+) ", main)
+        assert COMMANDS[name]["script"] == [seed_training(main, int(seed), output, f"{output}_seed{seed}")], name
+        assert COMMANDS[name]["deps"] == COMMANDS[base]["deps"], name
+        assert COMMANDS[name]["outputs"] == [f"{output}_seed{seed}/model-best"], name
+        workflows = [steps for steps in PROJECT["workflows"].values() if name in steps]
+        assert workflows and all(steps.index(base) < steps.index(name) for steps in workflows), name
+
+
 @pytest.mark.parametrize("row", ["peer_spacy_cnn", "peer_spacy_trf", "vanilla", "te", "te_seq", "te_da_seq"])
 def test_all_trains_and_evaluates_seeds_1_and_2_of_the_rows_reported_with_spread(row):
-    """Seeds 1 and 2 of a row are its seed-0 training (train-<row>) with only the output and the seed changed, and
-    evaluate-seeds writes their metrics as <row>_seed<N>.json, the names ``mgkd report`` averages over."""
-    assert {"train-seeds", "evaluate-seeds"} <= set(PROJECT["workflows"]["all"])
-    (main,) = COMMANDS[f"train-{row}"]["script"]
+    """Seeds 1 and 2 of a row are trained by train-<row>_seed<N>, and evaluate-seeds writes their metrics as
+    <row>_seed<N>.json, the names ``mgkd report`` averages over."""
+    steps = PROJECT["workflows"]["all"]
     for seed in (1, 2):
-        expected = main.replace(f"training/conll2003/{row} ", f"training/conll2003/{row}_seed{seed} ")
-        expected = expected.replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
-        assert expected in COMMANDS["train-seeds"]["script"], (row, seed)
-        assert f"training/conll2003/{row}_seed{seed}/model-best" in COMMANDS["train-seeds"]["outputs"]
+        assert steps.index(f"train-{row}_seed{seed}") < steps.index("evaluate-seeds")
         evaluation = (f"mgkd evaluate training/conll2003/{row}_seed{seed}/model-best corpus/conll2003/test.spacy "
                       f"--output metrics/conll2003/{row}_seed{seed}.json --gpu-id ${{vars.gpu_id}}")
         assert evaluation in COMMANDS["evaluate-seeds"]["script"], (row, seed)
+        assert f"training/conll2003/{row}_seed{seed}/model-best" in COMMANDS["evaluate-seeds"]["deps"]
         assert f"metrics/conll2003/{row}_seed{seed}.json" in COMMANDS["evaluate-seeds"]["outputs"]
 
 
@@ -100,17 +126,18 @@ def test_the_30k_da_students_differ_from_the_10k_one_only_in_unlabeled_text_step
     assert "--system.seed ${vars.seed}" in main and "--training.max_steps ${vars.student_steps}" in main
     if losses:
         main = main.replace('"fuzzy": 1.0}', losses)
-    for seed, suffix in ((0, ""), (1, "_seed1"), (2, "_seed2"))[:seeds]:
-        expected = (main.replace("training/conll2003/mpnet_te_da_seq ", f"training/conll2003/{row}{suffix} ")
-                    .replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
-                    .replace("${vars.student_steps}", "${vars.da30k_steps}")
-                    .replace('["annotations/conll2003_mpnet/unlabeled"]',
-                             '["annotations/conll2003_mpnet/unlabeled", "annotations/conll2003_mpnet/unlabeled_rest"]'))
-        assert expected in COMMANDS[command]["script"], seed
+    expected = (main.replace("training/conll2003/mpnet_te_da_seq ", f"training/conll2003/{row} ")
+                .replace("${vars.student_steps}", "${vars.da30k_steps}")
+                .replace('["annotations/conll2003_mpnet/unlabeled"]',
+                         '["annotations/conll2003_mpnet/unlabeled", "annotations/conll2003_mpnet/unlabeled_rest"]'))
+    assert COMMANDS[command]["script"] == [expected]
+    names = [command] + [f"{command}_seed{seed}" for seed in range(1, seeds)]
+    assert [name for name in COMMANDS if name.startswith(command)] == names
+    for name, suffix in zip(names, ("", "_seed1", "_seed2")):
         assert f"metrics/conll2003/{row}{suffix}.json" in COMMANDS["mpnet-evaluate"]["outputs"]
-    assert len(COMMANDS[command]["script"]) == seeds
     assert "annotations/conll2003_mpnet/unlabeled_rest" in COMMANDS["mpnet-annotate-unlabeled-rest"]["outputs"]
-    assert {"mpnet-annotate-unlabeled-rest", command} <= set(PROJECT["workflows"]["mpnet"])
+    steps = PROJECT["workflows"]["mpnet"]
+    assert steps.index("mpnet-annotate-unlabeled-rest") < steps.index(command) and set(names) <= set(steps)
 
 
 @pytest.mark.parametrize("row,seq_row", [("te_seq", "te_seq"), ("te_token_em", "te_seq"),
@@ -125,34 +152,31 @@ def test_wnut17_trains_and_evaluates_three_seeds_of_the_sequence_and_token_level
     losses = '{"hard": 1.0, "token_em": 1.0}' if "token_em" in row else seq_losses
     assert main == seq_main.replace(f"training/wnut17/{seq_row} ", f"training/wnut17/{row} ").replace(seq_losses, losses)
     assert f"metrics/wnut17/{row}.json" in COMMANDS["wnut17-evaluate"]["outputs"]
+    workflow = PROJECT["workflows"]["wnut17"]
     for seed in (1, 2):
-        expected = (main.replace(f"training/wnut17/{row} ", f"training/wnut17/{row}_seed{seed} ")
-                    .replace("--system.seed ${vars.seed}", f"--system.seed {seed}"))
-        assert expected in COMMANDS["wnut17-train-seeds"]["script"], seed
+        assert workflow.index(f"wnut17-train-{row}_seed{seed}") < workflow.index("wnut17-evaluate-seeds")
         evaluation = (f"mgkd evaluate training/wnut17/{row}_seed{seed}/model-best corpus/wnut17/test.spacy "
                       f"--output metrics/wnut17/{row}_seed{seed}.json --gpu-id ${{vars.gpu_id}}")
         assert evaluation in COMMANDS["wnut17-evaluate-seeds"]["script"], seed
-    workflow = PROJECT["workflows"]["wnut17"]
-    assert workflow.index(f"wnut17-train-{row}") < workflow.index("wnut17-train-seeds") < workflow.index("wnut17-evaluate-seeds")
 
 
 @pytest.mark.parametrize("row", ["te_da_seq", "te_da_token_em"])
 def test_wnut17_trains_the_da_students_longer(row):
-    """The WNUT-17 DA students' dev F1 still rose at vars.student_steps, so wnut17-train-da30k_steps runs seeds 0 and 1
-    of each with vars.da30k_steps: the main command with only the steps, seed and output changed, each evaluated."""
+    """The WNUT-17 DA students' dev F1 still rose at vars.student_steps, so wnut17-train-<row>_da30k_steps (and its
+    _seed1) train each with vars.da30k_steps: the main command with only the steps and output changed, evaluated."""
     (main,) = COMMANDS[f"wnut17-train-{row}"]["script"]
     assert "--training.max_steps ${vars.student_steps}" in main
-    for seed, suffix in ((0, ""), (1, "_seed1")):
-        name = f"{row}_da30k_steps{suffix}"
-        expected = (main.replace(f"training/wnut17/{row} ", f"training/wnut17/{name} ")
-                    .replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
-                    .replace("${vars.student_steps}", "${vars.da30k_steps}"))
-        assert expected in COMMANDS["wnut17-train-da30k_steps"]["script"], seed
+    longer = f"{row}_da30k_steps"
+    expected = (main.replace(f"training/wnut17/{row} ", f"training/wnut17/{longer} ")
+                .replace("${vars.student_steps}", "${vars.da30k_steps}"))
+    assert COMMANDS[f"wnut17-train-{longer}"]["script"] == [expected]
+    workflow = PROJECT["workflows"]["wnut17"]
+    for name in (longer, f"{longer}_seed1"):
         assert f"training/wnut17/{name}/model-best" in COMMANDS["wnut17-evaluate-da30k_steps"]["deps"]
         assert f"metrics/wnut17/{name}.json" in COMMANDS["wnut17-evaluate-da30k_steps"]["outputs"]
+        assert workflow.index(f"wnut17-train-{name}") < workflow.index("wnut17-evaluate-da30k_steps")
     assert PROJECT["vars"]["da30k_steps"] > PROJECT["vars"]["student_steps"]
-    workflow = PROJECT["workflows"]["wnut17"]
-    assert workflow.index("wnut17-train-da30k_steps") < workflow.index("wnut17-evaluate-da30k_steps") < workflow.index("wnut17-report")
+    assert workflow.index("wnut17-evaluate-da30k_steps") < workflow.index("wnut17-report")
 
 
 def test_the_30k_da_point_is_te_da_seq_with_the_other_20k_annotated_sentences():

@@ -1,4 +1,4 @@
-"""scripts/run_seed.py: a project.yml training command rerun with another seed, made as the *-seeds lines are."""
+"""scripts/run_seed.py: a project.yml training command rerun with another seed, made as the project.yml commands <row>_seed<N> are."""
 import importlib.util
 import re
 import subprocess
@@ -49,7 +49,7 @@ def test_dry_run_prints_the_training_and_the_evaluation_that_evaluate_seeds_runs
 
 @pytest.mark.parametrize("name,message", [
     ("train-nonexistent", "has no command 'train-nonexistent'"),
-    ("mpnet-train-seeds", "is not one `spacy train` line"),
+    ("annotate", "is not one `spacy train` line"),
     ("report", "is not one `spacy train` line"),
 ])
 def test_commands_it_cannot_rerun_get_a_clear_error(name, message):
