@@ -1,5 +1,4 @@
 """project.yml itself: what its commands declare and pass to ``spacy train``."""
-import re
 import shlex
 from pathlib import Path
 
@@ -72,32 +71,12 @@ def test_every_te_training_sets_the_bilstm_input_width_of_its_teacher():
     assert PROJECT["vars"]["te_input_width"] == 384 + 32 and PROJECT["vars"]["te_input_width_zh"] == 768 + 32
 
 
-def seed_training(main: str, seed: int, output: str, new_output: str) -> str:
-    """The training line ``main`` with ``--system.seed <seed>`` and the output ``new_output`` instead of ``output``."""
-    return main.replace(f"{output} ", f"{new_output} ").replace("--system.seed ${vars.seed}", f"--system.seed {seed}")
-
-
 def test_every_command_runs_at_most_one_training():
     """`spacy project run` records a command in project.lock only when its whole script has run, so an interrupted
     workflow reruns the command it stopped in from its first line: one training per command bounds the loss to one
     training (up to an hour here) instead of a list of them."""
     several = [name for name, command in COMMANDS.items() if sum("spacy train" in line for line in command["script"]) > 1]
     assert several == []
-
-
-def test_each_seed_command_is_its_row_with_only_the_seed_and_output_changed():
-    """<name>_seed<N> is the command <name> (seed 0) with --system.seed N and the output <output>_seed<N>: same
-    deps, and in each workflow that runs it, after the seed-0 run."""
-    seeds = [(name, name.rsplit("_seed", 1)) for name in COMMANDS if re.fullmatch(r".+_seed\d", name)]
-    assert len(seeds) >= 34
-    for name, (base, seed) in seeds:
-        (main,) = COMMANDS[base]["script"]
-        (output,) = re.findall(r"--output (training/\S+) ", main)
-        assert COMMANDS[name]["script"] == [seed_training(main, int(seed), output, f"{output}_seed{seed}")], name
-        assert COMMANDS[name]["deps"] == COMMANDS[base]["deps"], name
-        assert COMMANDS[name]["outputs"] == [f"{output}_seed{seed}/model-best"], name
-        workflows = [steps for steps in PROJECT["workflows"].values() if name in steps]
-        assert workflows and all(steps.index(base) < steps.index(name) for steps in workflows), name
 
 
 @pytest.mark.parametrize("row", ["peer_spacy_cnn", "peer_spacy_trf", "vanilla", "te", "te_seq", "te_da_seq"])

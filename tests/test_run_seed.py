@@ -47,6 +47,20 @@ def test_dry_run_prints_the_training_and_the_evaluation_that_evaluate_seeds_runs
     assert evaluate in [line.replace("${vars.gpu_id}", "-1") for line in COMMANDS["evaluate-seeds"]["script"]]
 
 
+def test_each_seed_command_is_its_row_made_as_run_seed_makes_it():
+    """<name>_seed<N> is what ``seed_command`` makes of <name> (seed 0) for seed N: the same line with only the seed
+    and the output changed, the same deps, and in each workflow that runs it, after the seed-0 run."""
+    seeds = [(name, name.rsplit("_seed", 1)) for name in COMMANDS if re.fullmatch(r".+_seed\d", name)]
+    assert len(seeds) >= 34
+    for name, (base, seed) in seeds:
+        line, output = run_seed.seed_command(COMMANDS, base, int(seed))
+        assert COMMANDS[name]["script"] == [line], name
+        assert COMMANDS[name]["deps"] == COMMANDS[base]["deps"], name
+        assert COMMANDS[name]["outputs"] == [f"{output}/model-best"], name
+        workflows = [steps for steps in PROJECT["workflows"].values() if name in steps]
+        assert workflows and all(steps.index(base) < steps.index(name) for steps in workflows), name
+
+
 @pytest.mark.parametrize("name,message", [
     ("train-nonexistent", "has no command 'train-nonexistent'"),
     ("annotate", "is not one `spacy train` line"),
