@@ -26,6 +26,8 @@ def test_smoke_workflow(tmp_path):
     for row in ("teacher", "vanilla", "te_seq", "te_da_seq", "te_da_seq_bf16"):
         scores = json.loads((tmp_path / "metrics" / "smoke" / f"{row}.json").read_text())
         assert 0.0 <= scores["ents_f"] <= 1.0
+        # trained rows carry their training's wall time; the bfloat16 copy was not trained
+        assert (scores["training_time"]["steps"] > 0) if not row.endswith("_bf16") else ("training_time" not in scores)
     speed = json.loads((tmp_path / "metrics" / "smoke" / "speed.json").read_text())
     assert len(speed) == 4 and all(r["words_per_second"] > 0 for r in speed)
     assert [r["lstm_precision"] for r in speed] == [None, "float32", "float32", "bfloat16"]
@@ -33,6 +35,7 @@ def test_smoke_workflow(tmp_path):
     report = (tmp_path / "reports" / "smoke.md").read_text()
     assert "## Table 1: main results" in report and "| Vanilla BiLSTM+CRF |" in report and "| +TE +DA +SEQ |" in report
     assert "| +TE +DA +SEQ, bfloat16 |" in report
+    assert "| training time |" in report and "Training wall time: " in report
 
 
 def test_fetch_offline_lists_missing_assets(tmp_path):

@@ -190,3 +190,42 @@ def test_seed_0_given_twice_is_an_error(tmp_path):
     assert result.exit_code != 0
     assert "te_seq.json and te_seq_seed0.json are both seed 0 of the row 'te_seq'" in result.output
     assert not (tmp_path / "out" / "toy.md").exists()
+
+
+def write_timed(metrics, stem, f, seconds):
+    write(metrics, stem, f, f, f)
+    scores = json.loads((metrics / f"{stem}.json").read_text())
+    (metrics / f"{stem}.json").write_text(json.dumps({**scores, "training_time": {"seconds": seconds, "steps": 3000, "words": 1}}))
+
+
+def test_training_times_give_a_column_a_total_and_figure_captions(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)  # trained before the timed logger: no time
+    write_timed(metrics, "te_seq", 0.87, 600)
+    write_timed(metrics, "te_seq_seed1", 0.88, 660)
+    write_timed(metrics, "te_da_seq", 0.88, 3900)
+    write_timed(metrics, "k1", 0.84, 45)
+    write_timed(metrics, "da2000", 0.85, 700)
+    result, text = report(tmp_path, "--command", "spacy project run all")
+    assert result.exit_code == 0, result.output
+    main = section(text, "Table 1: main results")
+    assert "| model | P | R | F1 | gain over vanilla | training time |" in main
+    assert "| +TE +SEQ | 87.50 ± 0.71 (n=2) | 87.50 ± 0.71 (n=2) | 87.50 ± 0.71 (n=2) | +7.50 | 10 min |" in main
+    assert "| Vanilla BiLSTM+CRF | 80.00 | 80.00 | 80.00 |  | - |" in main and "| +TE +DA +SEQ | 88.00 | 88.00 | 88.00 | +8.00 | 1 h 05 min |" in main
+    assert "Training wall time: 1 h 26 min for 3 trainings; 1 more without a record" in main
+    k = section(text, "Figure 4: F1 vs K")
+    assert "| 1 | 84.00 | 84.00 | 84.00 | 45 s |" in k
+    caption = [line for line in k.splitlines() if line.startswith("Made by")]
+    assert caption == ["Made by `spacy project run all` at commit " + caption[0].split(" at commit ")[1].split(";")[0]
+                       + "; 1: seed 0; 15: seed 0. Training wall time: 1 h 06 min for 2 trainings (spacy train's seconds "
+                       "from the first update to the last evaluation, initialization excluded)."]
+    da = section(text, "Figure 5: F1 vs unlabeled sentences")
+    assert "; 0: seeds 0, 1; 2000: seed 0; 30000: seed 0. Training wall time: 1 h 38 min for 4 trainings" in da
+
+
+def test_figures_without_recorded_times_say_so(tmp_path):
+    for stem, f in (("te_da_seq", 0.88), ("k1", 0.84)):
+        write(tmp_path / "metrics", stem, f, f, f)
+    _, text = report(tmp_path)
+    k = section(text, "Figure 4: F1 vs K")
+    assert "| training time |" not in k and "Training wall time: not recorded for its 2 trainings" in k

@@ -10,6 +10,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import typer
 from wasabi import msg
 
+from ..training_logger import META_KEY
+
 BASELINE = "<--baseline>"  # in Section.versus: the row named by the --baseline option
 SEED_FILE = re.compile(r"(.+)_seed([0-9]+)")  # <row>_seed<N>.json; <row>.json is seed 0 (or <row>_seed0.json)
 LONGER = re.compile(r"(.+)_steps([0-9]+)")  # <row>_steps<N>: the row's command with --training.max_steps N (run_seed.py --steps)
@@ -78,6 +80,7 @@ class Score(NamedTuple):
 
 
 Rows = Dict[str, Tuple[Score, Score, Score]]  # {row: (P, R, F1)}
+Times = Dict[str, Dict[int, Optional[float]]]  # {row: {seed: training seconds, None where the metrics have none}}
 
 
 def _commit() -> str:
@@ -88,8 +91,9 @@ def _commit() -> str:
         return "unknown"
 
 
-def load_rows(metrics_dir: Path) -> Rows:
-    """{row: (P, R, F1)} for the rows in ``metrics_dir`` (spacy evaluate JSON; speed.json aside)."""
+def load_rows(metrics_dir: Path) -> Tuple[Rows, Times]:
+    """{row: (P, R, F1)} for the rows in ``metrics_dir`` (``mgkd evaluate`` JSON; speed.json aside), and each row's seeds
+    with their training seconds (in the JSON of pipelines trained with mgkd.TimedConsoleLogger.v1)."""
     runs: Dict[str, Dict[int, Tuple[str, dict]]] = {}
     skipped = []
     for path in sorted(metrics_dir.glob("*.json")):
@@ -107,7 +111,10 @@ def load_rows(metrics_dir: Path) -> Rows:
         runs[row][seed] = (path.name, scores)
     if skipped:
         msg.warn(f"Not rows (no ents_p/ents_r/ents_f), left out: {', '.join(skipped)}")
-    return {row: aggregate([scores for _, scores in seeds.values()]) for row, seeds in sorted(runs.items())}
+    rows = {row: aggregate([scores for _, scores in seeds.values()]) for row, seeds in sorted(runs.items())}
+    times = {row: {seed: scores.get(META_KEY, {}).get("seconds") for seed, (_, scores) in sorted(seeds.items())}
+             for row, seeds in runs.items()}
+    return rows, times
 
 
 def aggregate(seeds: List[dict]) -> Tuple[Score, Score, Score]:
@@ -150,18 +157,48 @@ def present_rows(section: Section, rows: Rows, stand_ins: Dict[str, str]) -> Lis
     return present
 
 
-def table(section: Section, present: List[Tuple[str, str]], rows: Rows, baseline: str) -> List[str]:
-    """Markdown lines of one section: title, note and P/R/F1 per row (plus the F1 difference column)."""
+def duration(seconds: float) -> str:
+    """Seconds as "42 s", "17 min" or "1 h 05 min"."""
+    minutes = round(seconds / 60)
+    return f"{seconds:.0f} s" if seconds < 60 else f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def wall_time_note(present: List[Tuple[str, str]], times: Times) -> str:
+    """The total training time of a section's rows, over the seeds that recorded it."""
+    seconds = [time for row in dict.fromkeys(row for row, _ in present) for time in times[row].values()]
+    recorded = [time for time in seconds if time is not None]
+    timed, total = len(recorded), len(seconds)
+    if not timed:
+        return f"Training wall time: not recorded for its {total} training{'s' * (total != 1)} (not trained with mgkd.TimedConsoleLogger.v1)."
+    untimed = f"; {total - timed} more without a record" if timed < total else ""
+    return (f"Training wall time: {duration(sum(recorded))} for {timed} training{'s' * (timed != 1)}"
+            f"{untimed} (spacy train's seconds from the first update to the last evaluation, initialization excluded).")
+
+
+def figure_caption(present: List[Tuple[str, str]], times: Times, command: str, commit: str) -> str:
+    """What a figure was made from: command, commit, the seeds of each point and the training wall time."""
+    seeds = "; ".join(f"{label.split()[0]}: seed{'s' * (len(times[row]) > 1)} {', '.join(map(str, times[row]))}" for row, label in present)
+    return f"Made by `{command}` at commit {commit}; {seeds}. {wall_time_note(present, times)}"
+
+
+def table(section: Section, present: List[Tuple[str, str]], rows: Rows, baseline: str, times: Times) -> List[str]:
+    """Markdown lines of one section: title, note and P/R/F1 per row (plus the F1 difference column, and the mean
+    training time per seed with the section's total when any row recorded one)."""
     header, versus = section.versus or ("", "")
     versus = baseline if versus == BASELINE else versus
-    columns = [section.figure[0] if section.figure else "model", "P", "R", "F1"] + ([f"{header} {versus}"] if versus in rows else [])
+    timed = any(time is not None for row, _ in present for time in times[row].values())
+    columns = ([section.figure[0] if section.figure else "model", "P", "R", "F1"] + ([f"{header} {versus}"] if versus in rows else [])
+               + (["training time"] if timed else []))
     lines = [f"## {section.title}", "", section.note, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row, label in present:
         cells = [label] + [str(score) for score in rows[row]]
         if versus in rows:
             cells.append("" if row == versus else f"{rows[row][2].mean - rows[versus][2].mean:+.2f}")
+        if timed:
+            recorded = [time for time in times[row].values() if time is not None]
+            cells.append(duration(statistics.mean(recorded)) if recorded else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    return lines + [""]
+    return lines + [""] + ([wall_time_note(present, times), ""] if timed and not section.figure else [])
 
 
 def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
@@ -205,13 +242,14 @@ def report_cli(
     unlabeled_all: int = typer.Option(30000, help="Unlabeled sentences the te_da_seq row was trained with (its point in Figure 5)", min=1),
 ) -> None:
     """Write <output-dir>/<dataset>.md with the paper's tables (mean ± std over seeds) and the F1 vs K / unlabeled size plots."""
-    rows = load_rows(metrics_dir)
+    rows, times = load_rows(metrics_dir)
     if not rows:
         msg.fail(f"No metrics (<row>.json) in {metrics_dir}; run the evaluate steps first.", exits=1)
     output_dir.mkdir(parents=True, exist_ok=True)
     seeded = [f"{row} (n={scores[0].n})" for row, scores in rows.items() if scores[0].n > 1]
-    lines = [f"# {dataset}: test results", "", f"Generated {datetime.now():%Y-%m-%d %H:%M} at commit {_commit()} "
-             f"by `{command or 'mgkd report'}` from `{metrics_dir}`.", "",
+    command, commit = command or "mgkd report", _commit()
+    lines = [f"# {dataset}: test results", "", f"Generated {datetime.now():%Y-%m-%d %H:%M} at commit {commit} "
+             f"by `{command}` from `{metrics_dir}`.", "",
              f"Seeds: {', '.join(seeded) + '; other rows one seed' if seeded else 'one per row'}.", "",
              "Scores are test-set entity P/R/F1 x 100: the mean over seeds, ± the sample standard deviation when n >= 2; "
              "gains and changes are differences of mean F1.", ""]
@@ -225,15 +263,15 @@ def report_cli(
         if all(row in used for row, _ in present):
             continue  # nothing here that an earlier table has not shown (e.g. Table 3 with only the Table 1 rows)
         used.update(row for row, _ in present)
-        lines += table(section, present, rows, baseline)
+        lines += table(section, present, rows, baseline, times)
         if section.figure:
             png = output_dir / f"{dataset}_f1_vs_{section.figure[1]}.png"
             plot([(float(label.split()[0]), rows[row][2]) for row, label in present], section.figure[0], png)
-            lines += [f"![F1 vs {section.figure[0]}]({png.name})", ""]
+            lines += [f"![F1 vs {section.figure[0]}]({png.name})", "", figure_caption(present, times, command, commit), ""]
     others = Section("Other rows", "Rows in the metrics directory that none of the tables above uses.",
                      tuple((row, row) for row in rows if row not in used))
     if others.rows:
-        lines += table(others, present_rows(others, rows, stand_ins), rows, baseline)
+        lines += table(others, present_rows(others, rows, stand_ins), rows, baseline, times)
     speed = json.loads((metrics_dir / "speed.json").read_text()) if (metrics_dir / "speed.json").exists() else []
     if speed:
         lines += speed_table(speed)
