@@ -1,4 +1,7 @@
-"""``mgkd annotate``: shards, atomic chunks, and resumption after an interruption with identical output."""
+"""``mgkd annotate``: shards, atomic chunks, resumption after an interruption with identical output, and chunks made
+from another teacher, input or settings annotated again."""
+import json
+
 import pytest
 import typer
 from spacy.tokens import Doc, DocBin
@@ -43,11 +46,12 @@ def test_resume_after_interruption_gives_identical_output(setup, monkeypatch):
     original = cli.write_atomically
     calls = {"n": 0}
 
-    def crash_after_two(docs, path):
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        calls["n"] += 1
-        original(docs, path)
+    def crash_after_two(content, path):
+        if isinstance(content, list):  # a chunk (the recipe JSON beside it is written after it)
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            calls["n"] += 1
+        original(content, path)
 
     monkeypatch.setattr(cli, "write_atomically", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -56,6 +60,34 @@ def test_resume_after_interruption_gives_identical_output(setup, monkeypatch):
     monkeypatch.setattr(cli, "write_atomically", original)
     run(setup, interrupted)
     assert read_all(interrupted) == read_all(reference)
+
+
+def test_chunks_from_another_teacher_or_settings_are_annotated_again(setup, tmp_path):
+    out = tmp_path / "out"
+    run(setup, out)
+    first = read_all(out)
+    save_trained(tmp_path / "other_teacher", steps=3)  # a different teacher, same output directory
+    cli.annotate_cli(tmp_path / "other_teacher", setup / "input.spacy", out, k=3, shard="0/1", chunk_size=2, batch_size=2,
+                     token_targets=True, gpu_id=-1)
+    redone = read_all(out)
+    assert sorted(redone) == sorted(first) and all(redone[name] != first[name] for name in first)
+    recipe = json.loads((out / "part-00000.json").read_text())
+    assert recipe["teacher"] == cli.checksum(tmp_path / "other_teacher") and recipe["k"] == 3
+    run(setup, out, shard="0/1")  # back to the first teacher: its annotation again, byte for byte
+    assert read_all(out) == first
+    (out / "part-00001.json").unlink()  # a chunk without a record (written before records existed, or cut off)
+    (out / "part-00001.spacy").write_bytes(b"stale")
+    run(setup, out)
+    assert read_all(out) == first
+
+
+def test_chunks_beyond_the_end_of_the_input_are_removed(setup, tmp_path):
+    out = tmp_path / "out"
+    run(setup, out)
+    for name in ("part-00007.spacy", "part-00007.json"):  # left by an earlier, longer input
+        (out / name).write_bytes((out / name.replace("7", "0")).read_bytes())
+    run(setup, out)
+    assert sorted(read_all(out)) == [f"part-{j:05d}.spacy" for j in range(5)] and not (out / "part-00007.json").exists()
 
 
 def test_bad_shard_is_rejected():
