@@ -15,6 +15,7 @@ from wasabi import msg
 
 from ..annotate import annotate_docs, teacher_component
 from ..readers import read_docs
+from .fetch import md5
 
 Arg = typer.Argument
 Opt = typer.Option
@@ -38,13 +39,12 @@ def recipe_path(chunk: Path) -> Path:
 
 
 def checksum(path: Path) -> str:
-    """md5 of a file, or of a directory's files (relative names and contents, in sorted order)."""
+    """md5 of a file, or of a directory's files (relative names and their md5s, in sorted order)."""
+    if path.is_file():
+        return md5(path)
     digest = hashlib.md5()
-    for file in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(path)).encode())
-        with file.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path)} {md5(file)}\n".encode())
     return digest.hexdigest()
 
 
