@@ -5,6 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mgkd_spacy.cli import app
+from mgkd_spacy.cli.report import crowded
 
 
 def write(metrics, stem, p, r, f):
@@ -80,6 +81,11 @@ def test_stand_ins_and_figures(tmp_path):
     for suffix in ("k", "da"):
         png = tmp_path / "out" / f"toy_f1_vs_{suffix}.png"
         assert png.read_bytes().startswith(b"\x89PNG") and f"]({png.name})" in text
+
+
+def test_crowded_x_values_get_a_symlog_axis():
+    assert crowded([0, 2000, 10000, 30000])  # the 0 and 2000 labels would collide on a linear axis
+    assert not crowded([1, 3, 5, 10, 15]) and not crowded([0, 2000, 10000]) and not crowded([5])
 
 
 def test_no_figure_from_stand_ins_alone(tmp_path):

@@ -201,6 +201,14 @@ def table(section: Section, present: List[Tuple[str, str]], rows: Rows, baseline
     return lines + [""] + ([wall_time_note(present, times), ""] if timed and not section.figure else [])
 
 
+def crowded(xs: List[float]) -> bool:
+    """Whether two neighbouring x values lie closer than a tenth of the range, so that their tick labels collide
+    on a linear axis (0, 2,000 and 30,000 unlabeled sentences); the plot then uses a symlog axis."""
+    xs = sorted(xs)
+    gaps = [b - a for a, b in zip(xs, xs[1:])]
+    return bool(gaps) and xs[-1] > 0 and min(gaps) < 0.1 * (xs[-1] - xs[0])
+
+
 def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
     """F1 against x, with error bars (sample std) where a point has several seeds."""
     import matplotlib
@@ -211,7 +219,10 @@ def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(4, 3))
     xs = [x for x, _ in points]
     ax.errorbar(xs, [f1.mean for _, f1 in points], yerr=[f1.std for _, f1 in points], marker="o", capsize=3)
-    ax.set_xticks(xs)
+    if crowded(xs):
+        ax.set_xscale("symlog", linthresh=min(x for x in xs if x > 0))
+    ax.set_xticks(xs, labels=[f"{x:g}" for x in xs])
+    ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test F1")
     fig.tight_layout()
