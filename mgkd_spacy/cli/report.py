@@ -206,7 +206,7 @@ def crowded(xs: List[float]) -> bool:
     on a linear axis (0, 2,000 and 30,000 unlabeled sentences); the plot then uses a symlog axis."""
     xs = sorted(xs)
     gaps = [b - a for a, b in zip(xs, xs[1:])]
-    return bool(gaps) and xs[-1] > 0 and min(gaps) < 0.1 * (xs[-1] - xs[0])
+    return bool(gaps) and min(gaps) < 0.1 * (xs[-1] - xs[0])
 
 
 def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
