@@ -150,6 +150,22 @@ def test_speed_table_is_relative_to_the_teacher(tmp_path):
     assert "## Other rows" not in text  # speed.json is not a row
 
 
+def test_a_named_speed_file_gets_its_own_table_relative_to_each_teacher(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    common = {"words": 1000, "trainable_params": 1, "total_params": 1, "disk_bytes": 1_000_000, "batch_size": 64, "threads": 2}
+    speed = [{"model": "training/toy/teacher/model-best", "words_per_second": 1000.0, **common},
+             {"model": "training/toy/teacher_mpnet/model-best", "words_per_second": 250.0, **common},
+             {"model": "training/toy/mpnet_te_seq/model-best", "words_per_second": 12000.0, **common}]
+    (metrics / "speed_mpnet.json").write_text(json.dumps(speed))
+    result, text = report(tmp_path)
+    table = section(text, "Table 4: efficiency (speed_mpnet.json)")
+    assert "| pipeline | words/s | vs teacher | vs teacher_mpnet | trainable params |" in table
+    assert "| training/toy/mpnet_te_seq/model-best | 12,000 | 12.00x | 48.00x | 1 |" in table
+    assert "## Table 4: efficiency\n" not in text  # no speed.json, no plain Table 4
+    assert "## Other rows" not in text and "speed_mpnet" not in result.output  # not warned about as a non-row
+
+
 @pytest.mark.parametrize("files", [[], ["speed.json"]])
 def test_no_rows_is_an_error(tmp_path, files):
     (tmp_path / "metrics").mkdir()

@@ -14,6 +14,7 @@ from ..training_logger import META_KEY
 
 BASELINE = "<--baseline>"  # in Section.versus: the row named by the --baseline option
 SEED_FILE = re.compile(r"(.+)_seed([0-9]+)")  # <row>_seed<N>.json; <row>.json is seed 0 (or <row>_seed0.json)
+SPEED_FILE = re.compile(r"speed(_\w+)?")  # speed.json (the `speed` step) and speed_<name>.json (e.g. `mpnet-speed`)
 LONGER = re.compile(r"(.+)_steps([0-9]+)")  # <row>_steps<N>: the row's command with --training.max_steps N (run_seed.py --steps)
 # Sweep points run with the default setting are the main-table row when they have no row of their own.
 STAND_INS = {"k15": "te_da_seq", "da0": "te_seq"}  # plus da<N> -> te_da_seq, N from --unlabeled-all
@@ -92,12 +93,12 @@ def _commit() -> str:
 
 
 def load_rows(metrics_dir: Path) -> Tuple[Rows, Times]:
-    """{row: (P, R, F1)} for the rows in ``metrics_dir`` (``mgkd evaluate`` JSON; speed.json aside), and each row's seeds
+    """{row: (P, R, F1)} for the rows in ``metrics_dir`` (``mgkd evaluate`` JSON; speed*.json aside), and each row's seeds
     with their training seconds (in the JSON of pipelines trained with mgkd.TimedConsoleLogger.v1)."""
     runs: Dict[str, Dict[int, Tuple[str, dict]]] = {}
     skipped = []
     for path in sorted(metrics_dir.glob("*.json")):
-        if path.name == "speed.json":
+        if SPEED_FILE.fullmatch(path.stem):
             continue
         scores = json.loads(path.read_text())
         if not (isinstance(scores, dict) and all(key in scores for key in ("ents_p", "ents_r", "ents_f"))):
@@ -230,15 +231,20 @@ def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
     plt.close(fig)
 
 
-def speed_table(speed: List[dict]) -> List[str]:
-    """Table 4 from speed.json, speed relative to the teacher (or else the first pipeline)."""
-    reference = next((r for r in speed if r["model"].rstrip("/").endswith("teacher/model-best")), speed[0])
-    lines = ["## Table 4: efficiency", "", f"Inference speed relative to `{reference['model']}`; disk MB = 10^6 bytes.", "",
-             "| pipeline | words/s | relative speed | trainable params | total params | disk MB | batch size | threads | entity scores | BiLSTM precision |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def speed_table(speed: List[dict], source: str) -> List[str]:
+    """Table 4 from one ``mgkd speed`` JSON: words/s relative to each teacher (a pipeline in a ``teacher*`` folder;
+    else the first pipeline), parameters and size."""
+    references = [r for r in speed if Path(r["model"]).parent.name.startswith("teacher")] or speed[:1]
+    names = [Path(r["model"]).parent.name for r in references]
+    title = "## Table 4: efficiency" + ("" if source == "speed.json" else f" ({source})")
+    models = " and ".join(f"`{r['model']}`" for r in references)
+    lines = [title, "", f"Inference speed relative to {models}; disk MB = 10^6 bytes.", "",
+             f"| pipeline | words/s | {' | '.join(f'vs {name}' for name in names)} | trainable params | total params | disk MB "
+             "| batch size | threads | entity scores | BiLSTM precision |",
+             "|---|" + "---|" * (len(references) + 9)]
     for r in speed:
-        relative = r["words_per_second"] / reference["words_per_second"]
-        lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative:.2f}x | {r['trainable_params']:,} | {r['total_params']:,} "
+        relative = " | ".join(f"{r['words_per_second'] / ref['words_per_second']:.2f}x" for ref in references)
+        lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative} | {r['trainable_params']:,} | {r['total_params']:,} "
                      f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} | {'yes' if r.get('entity_scores') else 'no'} "
                      f"| {r.get('lstm_precision') or '-'} |")
     return lines + [""]
@@ -283,9 +289,10 @@ def report_cli(
                      tuple((row, row) for row in rows if row not in used))
     if others.rows:
         lines += table(others, present_rows(others, rows, stand_ins), rows, baseline, times)
-    speed = json.loads((metrics_dir / "speed.json").read_text()) if (metrics_dir / "speed.json").exists() else []
-    if speed:
-        lines += speed_table(speed)
+    for path in sorted(metrics_dir.glob("speed*.json")):  # speed.json sorts before speed_<name>.json
+        speed = json.loads(path.read_text())
+        if SPEED_FILE.fullmatch(path.stem) and speed:
+            lines += speed_table(speed, path.name)
     out = output_dir / f"{dataset}.md"
     out.write_text("\n".join(lines))
     msg.good(f"Wrote {out}")
