@@ -162,6 +162,8 @@ def test_a_named_speed_file_gets_its_own_table_relative_to_each_teacher(tmp_path
     table = section(text, "Table 4: efficiency (speed_mpnet.json)")
     assert "| pipeline | words/s | vs teacher | vs teacher_mpnet | trainable params |" in table
     assert "| training/toy/mpnet_te_seq/model-best | 12,000 | 12.00x | 48.00x | 1 |" in table
+    header, rule, *body = [line for line in table.splitlines() if line.startswith("|")]
+    assert {line.count("|") for line in body} == {header.count("|")} == {rule.count("|")}  # one column per header cell
     assert "## Table 4: efficiency\n" not in text  # no speed.json, no plain Table 4
     assert "## Other rows" not in text and "speed_mpnet" not in result.output  # not warned about as a non-row
 

@@ -241,7 +241,7 @@ def speed_table(speed: List[dict], source: str) -> List[str]:
     lines = [title, "", f"Inference speed relative to {models}; disk MB = 10^6 bytes.", "",
              f"| pipeline | words/s | {' | '.join(f'vs {name}' for name in names)} | trainable params | total params | disk MB "
              "| batch size | threads | entity scores | BiLSTM precision |",
-             "|---|" + "---|" * (len(references) + 9)]
+             "|" + "---|" * (len(references) + 9)]
     for r in speed:
         relative = " | ".join(f"{r['words_per_second'] / ref['words_per_second']:.2f}x" for ref in references)
         lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative} | {r['trainable_params']:,} | {r['total_params']:,} "
