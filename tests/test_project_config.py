@@ -182,3 +182,22 @@ def test_the_30k_da_point_is_te_da_seq_with_the_other_20k_annotated_sentences():
     assert "train-da10000" not in COMMANDS
     (report,) = COMMANDS["report"]["script"]
     assert "--unlabeled-all 10000" in report
+
+
+def test_mpnet_speed_times_pipelines_that_all_and_mpnet_train_as_its_deps_declare():
+    """``mpnet-speed`` (Table 4 with both teachers) times exactly its deps, every one of them a pipeline that a
+    command of `all` or `mpnet` outputs (including both teachers and the CNN peer), and writes a speed*.json
+    that `report` (the next step of `mpnet`) renders."""
+    (line,) = COMMANDS["mpnet-speed"]["script"]
+    words = line.split()
+    models = words[2:words.index("--data")]
+    assert models == COMMANDS["mpnet-speed"]["deps"]
+    produced = {output for name in PROJECT["workflows"]["all"] + PROJECT["workflows"]["mpnet"]
+                for output in COMMANDS[name].get("outputs", [])}
+    assert set(models) <= produced
+    assert {"training/conll2003/teacher/model-best", "training/conll2003/teacher_mpnet/model-best",
+            "training/conll2003/peer_spacy_cnn/model-best"} <= set(models)
+    output = words[words.index("--output") + 1]
+    assert COMMANDS["mpnet-speed"]["outputs"] == [output] and Path(output).name.startswith("speed")
+    assert PROJECT["workflows"]["mpnet"][-2:] == ["mpnet-speed", "report"]
+    assert "metrics/conll2003" in COMMANDS["report"]["deps"] and Path(output).parent.as_posix() == "metrics/conll2003"
