@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mgkd_spacy.cli import app
-from mgkd_spacy.cli.report import crowded
+from mgkd_spacy.cli.report import crowded, teacher_name
 
 
 def write(metrics, stem, p, r, f):
@@ -166,6 +166,12 @@ def test_a_named_speed_file_gets_its_own_table_relative_to_each_teacher(tmp_path
     assert {line.count("|") for line in body} == {header.count("|")} == {rule.count("|")}  # one column per header cell
     assert "## Table 4: efficiency\n" not in text  # no speed.json, no plain Table 4
     assert "## Other rows" not in text and "speed_mpnet" not in result.output  # not warned about as a non-row
+
+
+@pytest.mark.parametrize("model,name", [("training/x/teacher/model-best", "teacher"), ("training/x/teacher_mpnet", "teacher_mpnet"),
+                                        ("training/x/te_seq/model-best", None), ("training/teacher/x/te_seq", None)])
+def test_teacher_name_reads_the_pipeline_folder_or_the_one_above_model_best(model, name):
+    assert teacher_name(model) == name
 
 
 @pytest.mark.parametrize("files", [[], ["speed.json"]])

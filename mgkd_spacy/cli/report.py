@@ -231,11 +231,17 @@ def plot(points: List[Tuple[float, Score]], xlabel: str, out: Path) -> None:
     plt.close(fig)
 
 
+def teacher_name(model: str) -> Optional[str]:
+    """The teacher folder's name, e.g. teacher_mpnet for training/conll2003/teacher_mpnet/model-best or for
+    training/conll2003/teacher_mpnet; None for a pipeline that is not a teacher."""
+    return next((part for part in reversed(Path(model).parts[-2:]) if part.startswith("teacher")), None)
+
+
 def speed_table(speed: List[dict], source: str) -> List[str]:
-    """Table 4 from one ``mgkd speed`` JSON: words/s relative to each teacher (a pipeline in a ``teacher*`` folder;
-    else the first pipeline), parameters and size."""
-    references = [r for r in speed if Path(r["model"]).parent.name.startswith("teacher")] or speed[:1]
-    names = [Path(r["model"]).parent.name for r in references]
+    """Table 4 from one ``mgkd speed`` JSON: words/s relative to each teacher (a pipeline whose folder, or the one
+    above it as in teacher/model-best, is named ``teacher*``; else the first pipeline), parameters and size."""
+    references = [r for r in speed if teacher_name(r["model"])] or speed[:1]
+    names = [teacher_name(r["model"]) or Path(r["model"]).name for r in references]
     title = "## Table 4: efficiency" + ("" if source == "speed.json" else f" ({source})")
     models = " and ".join(f"`{r['model']}`" for r in references)
     lines = [title, "", f"Inference speed relative to {models}; disk MB = 10^6 bytes.", "",
@@ -290,8 +296,7 @@ def report_cli(
     if others.rows:
         lines += table(others, present_rows(others, rows, stand_ins), rows, baseline, times)
     for path in sorted(metrics_dir.glob("speed*.json")):  # speed.json sorts before speed_<name>.json
-        speed = json.loads(path.read_text())
-        if SPEED_FILE.fullmatch(path.stem) and speed:
+        if SPEED_FILE.fullmatch(path.stem) and (speed := json.loads(path.read_text())):
             lines += speed_table(speed, path.name)
     out = output_dir / f"{dataset}.md"
     out.write_text("\n".join(lines))
