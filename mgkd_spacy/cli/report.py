@@ -182,6 +182,11 @@ def figure_caption(present: List[Tuple[str, str]], times: Times, command: str, c
     return f"Made by `{command}` at commit {commit}; {seeds}. {wall_time_note(present, times)}"
 
 
+def header_lines(columns: List[str]) -> List[str]:
+    """A markdown table's header row and its rule row, one cell per column."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def table(section: Section, present: List[Tuple[str, str]], rows: Rows, baseline: str, times: Times) -> List[str]:
     """Markdown lines of one section: title, note and P/R/F1 per row (plus the F1 difference column, and the mean
     training time per seed with the section's total when any row recorded one)."""
@@ -190,7 +195,7 @@ def table(section: Section, present: List[Tuple[str, str]], rows: Rows, baseline
     timed = any(time is not None for row, _ in present for time in times[row].values())
     columns = ([section.figure[0] if section.figure else "model", "P", "R", "F1"] + ([f"{header} {versus}"] if versus in rows else [])
                + (["training time"] if timed else []))
-    lines = [f"## {section.title}", "", section.note, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"## {section.title}", "", section.note, ""] + header_lines(columns)
     for row, label in present:
         cells = [label] + [str(score) for score in rows[row]]
         if versus in rows:
@@ -240,16 +245,14 @@ def teacher_name(model: str) -> Optional[str]:
 def speed_table(speed: List[dict], source: str) -> List[str]:
     """Table 4 from one ``mgkd speed`` JSON: words/s relative to each teacher (a pipeline whose folder, or the one
     above it as in teacher/model-best, is named ``teacher*``; else the first pipeline), parameters and size."""
-    references = [r for r in speed if teacher_name(r["model"])] or speed[:1]
-    names = [teacher_name(r["model"]) or Path(r["model"]).name for r in references]
+    references = [(name, r) for r in speed if (name := teacher_name(r["model"]))] or [(Path(speed[0]["model"]).name, speed[0])]
     title = "## Table 4: efficiency" + ("" if source == "speed.json" else f" ({source})")
-    models = " and ".join(f"`{r['model']}`" for r in references)
-    lines = [title, "", f"Inference speed relative to {models}; disk MB = 10^6 bytes.", "",
-             f"| pipeline | words/s | {' | '.join(f'vs {name}' for name in names)} | trainable params | total params | disk MB "
-             "| batch size | threads | entity scores | BiLSTM precision |",
-             "|" + "---|" * (len(references) + 9)]
+    models = " and ".join(f"`{r['model']}`" for _, r in references)
+    columns = (["pipeline", "words/s"] + [f"vs {name}" for name, _ in references]
+               + ["trainable params", "total params", "disk MB", "batch size", "threads", "entity scores", "BiLSTM precision"])
+    lines = [title, "", f"Inference speed relative to {models}; disk MB = 10^6 bytes.", ""] + header_lines(columns)
     for r in speed:
-        relative = " | ".join(f"{r['words_per_second'] / ref['words_per_second']:.2f}x" for ref in references)
+        relative = " | ".join(f"{r['words_per_second'] / ref['words_per_second']:.2f}x" for _, ref in references)
         lines.append(f"| {r['model']} | {r['words_per_second']:,.0f} | {relative} | {r['trainable_params']:,} | {r['total_params']:,} "
                      f"| {r['disk_bytes'] / 1e6:.1f} | {r['batch_size']} | {r['threads']} | {'yes' if r.get('entity_scores') else 'no'} "
                      f"| {r.get('lstm_precision') or '-'} |")
