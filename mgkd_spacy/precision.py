@@ -36,7 +36,8 @@ def load_with_inference_dtype(path: Path, inference_dtype: str) -> Language:
     """Load the pipeline at ``path`` with every BiLSTM encoder set to tag in ``inference_dtype``.
 
     Raises ValueError for an unknown precision, or a pipeline without a v2 or v3 BiLSTM encoder (a teacher, spaCy's
-    own ner, or a student trained with the v1 encoder), whose precision this cannot set.
+    own ner, or a student trained with the v1 encoder), whose precision this cannot set; RuntimeError for int8 on a
+    torch build without a quantized engine.
     """
     inference_torch_dtype(inference_dtype)  # raises for an unknown name before anything is loaded
     sections = encoder_sections(spacy.util.load_config(Path(path) / "config.cfg", interpolate=False))

@@ -1,7 +1,11 @@
-"""``mgkd precision`` and its loader: a student copy that tags in bfloat16, refused where there is no BiLSTM."""
+"""``mgkd precision`` and its loader: a student copy that tags in bfloat16 or int8, refused where there is no BiLSTM
+or no int8 support."""
+from types import SimpleNamespace
+
 import numpy
 import pytest
 import spacy
+import torch
 from spacy.lang.en import English
 
 from mgkd_spacy.cli.precision import precision_cli
@@ -66,3 +70,26 @@ def test_bfloat16_copy_warns_on_cpus_without_native_bfloat16(student, tmp_path, 
     precision_cli(student, tmp_path / "bf16", inference_dtype="bfloat16")
     assert ("no native bfloat16" in capsys.readouterr().out) is warned
     assert (tmp_path / "bf16" / "config.cfg").exists()
+
+
+def test_int8_copy_tags_close_to_float32_with_the_same_weights(student, tmp_path):
+    copy = tmp_path / "int8"
+    precision_cli(student, copy, inference_dtype="int8")
+    exact, lowered = spacy.load(student), spacy.load(copy)
+    assert inference_dtypes(lowered) == ["int8"]
+    assert (copy / "distilled_ner" / "model").read_bytes() == (student / "distilled_ner" / "model").read_bytes()
+    texts = [text for text, _ in TRAIN_DATA]
+    a, b = vectors(exact, texts), vectors(lowered, texts)
+    assert all(numpy.allclose(x, y, atol=0.05) for x, y in zip(a, b)) and not all(numpy.array_equal(x, y) for x, y in zip(a, b))
+    assert [[(e.text, e.label_) for e in doc.ents] for doc in lowered.pipe(texts)] == [
+        [(e.text, e.label_) for e in doc.ents] for doc in exact.pipe(texts)
+    ]
+
+
+def test_int8_copy_is_refused_with_the_fix_where_torch_has_no_quantized_engine(student, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends, "quantized", SimpleNamespace(engine="none", supported_engines=[]))
+    with pytest.raises(SystemExit):
+        precision_cli(student, tmp_path / "int8", inference_dtype="int8")
+    out = " ".join(capsys.readouterr().out.split())  # msg.fail wraps lines
+    assert "has none" in out and 'Tag in "float32" instead' in out
+    assert not (tmp_path / "int8").exists()

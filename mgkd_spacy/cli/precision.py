@@ -1,4 +1,4 @@
-"""``mgkd precision``: a copy of a student pipeline that tags in another precision (e.g. bfloat16 on CPU)."""
+"""``mgkd precision``: a copy of a student pipeline that tags in another precision (bfloat16 or int8 on CPU)."""
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ def precision_cli(
     """
     try:
         nlp = load_with_inference_dtype(model, inference_dtype)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # unknown precision, no encoder, or no int8 support in this torch
         msg.fail(str(err), exits=1)
     output.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(output)
