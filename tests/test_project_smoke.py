@@ -23,18 +23,19 @@ def test_smoke_workflow(tmp_path):
     env = {**os.environ, "MGKD_DATA_MIRROR": str(MIRROR), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run([sys.executable, "-m", "spacy", "project", "run", "smoke", str(tmp_path)], check=True, env=env)
-    for row in ("teacher", "vanilla", "te_seq", "te_da_seq", "te_da_seq_bf16"):
+    for row in ("teacher", "vanilla", "te_seq", "te_da_seq", "te_da_seq_bf16", "te_da_seq_int8"):
         scores = json.loads((tmp_path / "metrics" / "smoke" / f"{row}.json").read_text())
         assert 0.0 <= scores["ents_f"] <= 1.0
-        # trained rows carry their training's wall time; the bfloat16 copy was not trained
-        assert (scores["training_time"]["steps"] > 0) if not row.endswith("_bf16") else ("training_time" not in scores)
+        # trained rows carry their training's wall time; the bfloat16 and int8 copies were not trained
+        copy = row.endswith(("_bf16", "_int8"))
+        assert (scores["training_time"]["steps"] > 0) if not copy else ("training_time" not in scores)
     speed = json.loads((tmp_path / "metrics" / "smoke" / "speed.json").read_text())
-    assert len(speed) == 4 and all(r["words_per_second"] > 0 for r in speed)
-    assert [r["lstm_precision"] for r in speed] == [None, "float32", "float32", "bfloat16"]
+    assert len(speed) == 5 and all(r["words_per_second"] > 0 for r in speed)
+    assert [r["lstm_precision"] for r in speed] == [None, "float32", "float32", "bfloat16", "int8"]
     assert {r["crf_backend"] for r in speed} == {"kernel"}  # setup.py built the C CRF kernel
     report = (tmp_path / "reports" / "smoke.md").read_text()
     assert "## Table 1: main results" in report and "| Vanilla BiLSTM+CRF |" in report and "| +TE +DA +SEQ |" in report
-    assert "| +TE +DA +SEQ, bfloat16 |" in report
+    assert "| +TE +DA +SEQ, bfloat16 |" in report and "| +TE +DA +SEQ, int8 |" in report
     assert "| training time |" in report and "Training wall time: " in report
 
 

@@ -60,11 +60,12 @@ SECTIONS = (
         ("mpnet_seq_token_em", "+TE +SEQ +TOKEN-EM student of the MPNet teacher"),
         ("mpnet_da30k_seq_token_em", "+TE +DA +SEQ +TOKEN-EM student of the MPNet teacher (DA: 30,000 sentences, 6,000 steps)"),
         ("mpnet_te_seq_bf16", "+TE +SEQ student of the MPNet teacher, bfloat16"),
+        ("mpnet_te_seq_int8", "+TE +SEQ student of the MPNet teacher, int8"),
     ), versus=("change vs", "teacher_mpnet")),
-    Section("Tagging precision", "The same students tagging with their BiLSTM in float32 and in bfloat16 (`mgkd precision`, rows "
-            "<row>_bf16); their words/s are in Table 4.", (
-        ("te_seq", "+TE +SEQ, float32"), ("te_seq_bf16", "+TE +SEQ, bfloat16"),
-        ("te_da_seq", "+TE +DA +SEQ, float32"), ("te_da_seq_bf16", "+TE +DA +SEQ, bfloat16"),
+    Section("Tagging precision", "The same students tagging with their BiLSTM in float32, bfloat16 and int8 (`mgkd precision`, "
+            "rows <row>_bf16 and <row>_int8); their words/s are in Table 4.", (
+        ("te_seq", "+TE +SEQ, float32"), ("te_seq_bf16", "+TE +SEQ, bfloat16"), ("te_seq_int8", "+TE +SEQ, int8"),
+        ("te_da_seq", "+TE +DA +SEQ, float32"), ("te_da_seq_bf16", "+TE +DA +SEQ, bfloat16"), ("te_da_seq_int8", "+TE +DA +SEQ, int8"),
     )),
 )
 
