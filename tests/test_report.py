@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mgkd_spacy.cli import app
-from mgkd_spacy.cli.report import crowded, teacher_name
+from mgkd_spacy.cli.report import crowded, pipeline_name, teacher_name
 
 
 def write(metrics, stem, p, r, f):
@@ -172,6 +172,25 @@ def test_a_named_speed_file_gets_its_own_table_relative_to_each_teacher(tmp_path
                                         ("training/x/te_seq/model-best", None), ("training/teacher/x/te_seq", None)])
 def test_teacher_name_reads_the_pipeline_folder_or_the_one_above_model_best(model, name):
     assert teacher_name(model) == name
+
+
+def test_a_speed_run_without_a_teacher_is_relative_to_its_first_pipeline_named_by_its_folder(tmp_path):
+    metrics = tmp_path / "metrics"
+    write(metrics, "vanilla", 0.80, 0.80, 0.80)
+    common = {"words": 1000, "trainable_params": 1, "total_params": 1, "disk_bytes": 1_000_000, "batch_size": 64, "threads": 2}
+    speed = [{"model": "training/toy/te_da_seq_int8/model-best", "words_per_second": 2000.0, **common},
+             {"model": "training/toy/peer_spacy_cnn/model-best", "words_per_second": 1000.0, **common}]
+    (metrics / "speed_recheck.json").write_text(json.dumps(speed))
+    _, text = report(tmp_path)
+    table = section(text, "Table 4: efficiency (speed_recheck.json)")
+    assert "| pipeline | words/s | vs te_da_seq_int8 | trainable params |" in table
+    assert "| training/toy/peer_spacy_cnn/model-best | 1,000 | 0.50x |" in table
+
+
+@pytest.mark.parametrize("model,name", [("training/x/te_seq/model-best", "te_seq"), ("training/x/te_seq/model-last", "te_seq"),
+                                        ("training/x/te_seq", "te_seq"), ("model-best", "model-best")])
+def test_pipeline_name_is_the_folder_above_model_best(model, name):
+    assert pipeline_name(model) == name
 
 
 @pytest.mark.parametrize("files", [[], ["speed.json"]])

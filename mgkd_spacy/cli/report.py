@@ -243,10 +243,16 @@ def teacher_name(model: str) -> Optional[str]:
     return next((part for part in reversed(Path(model).parts[-2:]) if part.startswith("teacher")), None)
 
 
+def pipeline_name(model: str) -> str:
+    """The pipeline's folder name, e.g. te_seq for training/conll2003/te_seq/model-best or training/conll2003/te_seq."""
+    parts = Path(model).parts
+    return parts[-2] if parts[-1] in ("model-best", "model-last") and len(parts) > 1 else parts[-1]
+
+
 def speed_table(speed: List[dict], source: str) -> List[str]:
     """Table 4 from one ``mgkd speed`` JSON: words/s relative to each teacher (a pipeline whose folder, or the one
     above it as in teacher/model-best, is named ``teacher*``; else the first pipeline), parameters and size."""
-    references = [(name, r) for r in speed if (name := teacher_name(r["model"]))] or [(Path(speed[0]["model"]).name, speed[0])]
+    references = [(name, r) for r in speed if (name := teacher_name(r["model"]))] or [(pipeline_name(speed[0]["model"]), speed[0])]
     title = "## Table 4: efficiency" + ("" if source == "speed.json" else f" ({source})")
     models = " and ".join(f"`{r['model']}`" for _, r in references)
     columns = (["pipeline", "words/s"] + [f"vs {name}" for name, _ in references]
