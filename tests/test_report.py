@@ -25,6 +25,15 @@ def section(text, title):
     return text.split(f"## {title}\n")[1].split("\n## ")[0]
 
 
+def speed_report(tmp_path, file_name, words_per_second):
+    """Report a vanilla row and a speed file of one-parameter pipelines, ``{model: words/s}``, in that order."""
+    write(tmp_path / "metrics", "vanilla", 0.80, 0.80, 0.80)
+    common = {"words": 1000, "trainable_params": 1, "total_params": 1, "disk_bytes": 1_000_000, "batch_size": 64, "threads": 2}
+    speed = [{"model": model, "words_per_second": wps, **common} for model, wps in words_per_second.items()]
+    (tmp_path / "metrics" / file_name).write_text(json.dumps(speed))
+    return report(tmp_path)
+
+
 def test_seeds_give_mean_sample_std_and_gain_from_the_mean(tmp_path):
     metrics = tmp_path / "metrics"
     write(metrics, "vanilla", 0.80, 0.80, 0.80)
@@ -151,14 +160,9 @@ def test_speed_table_is_relative_to_the_teacher(tmp_path):
 
 
 def test_a_named_speed_file_gets_its_own_table_relative_to_each_teacher(tmp_path):
-    metrics = tmp_path / "metrics"
-    write(metrics, "vanilla", 0.80, 0.80, 0.80)
-    common = {"words": 1000, "trainable_params": 1, "total_params": 1, "disk_bytes": 1_000_000, "batch_size": 64, "threads": 2}
-    speed = [{"model": "training/toy/teacher/model-best", "words_per_second": 1000.0, **common},
-             {"model": "training/toy/teacher_mpnet/model-best", "words_per_second": 250.0, **common},
-             {"model": "training/toy/mpnet_te_seq/model-best", "words_per_second": 12000.0, **common}]
-    (metrics / "speed_mpnet.json").write_text(json.dumps(speed))
-    result, text = report(tmp_path)
+    result, text = speed_report(tmp_path, "speed_mpnet.json", {"training/toy/teacher/model-best": 1000.0,
+                                                               "training/toy/teacher_mpnet/model-best": 250.0,
+                                                               "training/toy/mpnet_te_seq/model-best": 12000.0})
     table = section(text, "Table 4: efficiency (speed_mpnet.json)")
     assert "| pipeline | words/s | vs teacher | vs teacher_mpnet | trainable params |" in table
     assert "| training/toy/mpnet_te_seq/model-best | 12,000 | 12.00x | 48.00x | 1 |" in table
@@ -175,13 +179,8 @@ def test_teacher_name_reads_the_pipeline_folder_or_the_one_above_model_best(mode
 
 
 def test_a_speed_run_without_a_teacher_is_relative_to_its_first_pipeline_named_by_its_folder(tmp_path):
-    metrics = tmp_path / "metrics"
-    write(metrics, "vanilla", 0.80, 0.80, 0.80)
-    common = {"words": 1000, "trainable_params": 1, "total_params": 1, "disk_bytes": 1_000_000, "batch_size": 64, "threads": 2}
-    speed = [{"model": "training/toy/te_da_seq_int8/model-best", "words_per_second": 2000.0, **common},
-             {"model": "training/toy/peer_spacy_cnn/model-best", "words_per_second": 1000.0, **common}]
-    (metrics / "speed_recheck.json").write_text(json.dumps(speed))
-    _, text = report(tmp_path)
+    _, text = speed_report(tmp_path, "speed_recheck.json", {"training/toy/te_da_seq_int8/model-best": 2000.0,
+                                                           "training/toy/peer_spacy_cnn/model-best": 1000.0})
     table = section(text, "Table 4: efficiency (speed_recheck.json)")
     assert "| pipeline | words/s | vs te_da_seq_int8 | trainable params |" in table
     assert "| training/toy/peer_spacy_cnn/model-best | 1,000 | 0.50x |" in table
